@@ -1,0 +1,130 @@
+"""Compute budgets: device seconds, optimisation steps, or floating-point operations.
+
+One flag, one string: ``30s``, ``10m``, ``1h``, ``2000steps``, ``1e12flop``.  Whatever the limit,
+a :class:`BudgetMeter` records all three quantities actually used, so trials stay comparable.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions,
+forward and backward).  Under a FLOP budget every step is counted.  Under a time or step budget
+counting every step would slow training (the counter intercepts every op), so the first step and
+every ``flop_sample_every``-th step are counted and the others are assigned the most recent count;
+``flops_exact`` in the record says which was done.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from genbench.errors import BudgetError
+
+_UNITS = {"s": ("seconds", 1.0), "m": ("seconds", 60.0), "h": ("seconds", 3600.0),
+          "steps": ("steps", 1.0), "step": ("steps", 1.0), "flop": ("flops", 1.0), "flops": ("flops", 1.0)}
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|m|h|steps?|flops?)\s*$")
+ACCEPTED = "30s, 10m, 1h (device time), 2000steps (optimisation steps), 1e12flop (floating-point operations)"
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # "seconds" | "steps" | "flops"
+    amount: float
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        m = _PATTERN.match(str(text))
+        if not m:
+            raise BudgetError(f"cannot read budget {text!r}; accepted forms: {ACCEPTED}")
+        value, unit = float(m.group(1)), m.group(2)
+        kind, scale = _UNITS[unit]
+        amount = value * scale
+        if amount <= 0:
+            raise BudgetError(f"budget {text!r} must be positive; accepted forms: {ACCEPTED}")
+        if kind == "steps" and amount != int(amount):
+            raise BudgetError(f"budget {text!r}: steps must be a whole number, e.g. 2000steps")
+        return cls(kind, amount, str(text).strip())
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class BudgetUsage:
+    seconds: float = 0.0
+    steps: int = 0
+    flops: float = 0.0
+    flops_exact: bool = True
+    overrun: float = 0.0  # fraction past the limit in the budget's own unit (time budgets)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class BudgetMeter:
+    """Accounts one training run against a budget.
+
+    Use as::
+
+        meter = BudgetMeter(budget, device)
+        while not meter.exhausted():
+            with meter.step():
+                model.train_step(batch, meter.progress())
+    """
+
+    def __init__(self, budget: Budget, device: torch.device | str = "cpu", flop_sample_every: int = 100):
+        self.budget = budget
+        self.device = torch.device(device)
+        self.usage = BudgetUsage(flops_exact=budget.kind == "flops")
+        self.flop_sample_every = 1 if budget.kind == "flops" else flop_sample_every
+        self._last_step_flops = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def progress(self) -> float:
+        u, b = self.usage, self.budget
+        used = {"seconds": u.seconds, "steps": u.steps, "flops": u.flops}[b.kind]
+        return min(1.0, used / b.amount)
+
+    def exhausted(self) -> bool:
+        return self.progress() >= 1.0
+
+    def step(self) -> _StepContext:
+        return _StepContext(self)
+
+    def finish(self) -> BudgetUsage:
+        if self.budget.kind == "seconds":
+            self.usage.overrun = max(0.0, self.usage.seconds / self.budget.amount - 1.0)
+        return self.usage
+
+
+class _StepContext:
+    def __init__(self, meter: BudgetMeter):
+        self.meter = meter
+        self.counter = None
+
+    def __enter__(self):
+        m = self.meter
+        if m.usage.steps % m.flop_sample_every == 0:
+            self.counter = FlopCounterMode(display=False)
+            self.counter.__enter__()
+        m._sync()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        m = self.meter
+        m._sync()
+        elapsed = time.perf_counter() - self.t0
+        if self.counter is not None:
+            self.counter.__exit__(exc_type, exc, tb)
+            m._last_step_flops = float(self.counter.get_total_flops())
+        if exc_type is None:
+            m.usage.seconds += elapsed
+            m.usage.steps += 1
+            m.usage.flops += m._last_step_flops
+        return False

@@ -1,0 +1,203 @@
+"""The plugin manager: loads built-in and third-party plugins and holds what they register.
+
+Plugins come from three places, in this order:
+
+1. genbench's own datasets and metrics (``genbench.builtins``);
+2. every module named in the ``genbench`` entry-point group -- the built-in model families in
+   ``plugins/`` load this way, exactly as a pip-installed third-party package would;
+3. local files given with ``--plugin path/to/file.py`` (or the ``GENBENCH_PLUGINS`` environment
+   variable, ``os.pathsep``-separated).
+
+A plugin that fails to import is recorded in ``broken`` (shown by ``genbench list``) and the rest
+still load: one bad plugin never takes the others down.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from genbench import hookspecs
+from genbench.errors import RegistrationError, UnknownNameError
+from genbench.model import GenerativeModel
+
+ENTRY_POINT_GROUP = "genbench"
+
+
+@dataclass
+class Registry:
+    """Name -> item, remembering which plugin registered each item."""
+
+    kind: str  # "model", "dataset", "metric"
+    validate: Callable[[Any], str]  # returns the item's name or raises RegistrationError
+    items: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def add(self, item: Any, plugin: str) -> None:
+        try:
+            name = self.validate(item)
+        except RegistrationError as exc:
+            raise RegistrationError(f"plugin {plugin!r} registered an invalid {self.kind}: {exc}") from None
+        if name in self.items:
+            raise RegistrationError(
+                f"{self.kind} {name!r} is registered twice: by plugin {self.owners[name]!r} and by "
+                f"plugin {plugin!r}. Rename one of them (the name attribute) or uninstall one plugin."
+            )
+        self.items[name] = item
+        self.owners[name] = plugin
+
+    def get(self, name: str) -> Any:
+        if name not in self.items:
+            known = ", ".join(sorted(self.items)) or "(none)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        return self.items[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.items
+
+    def __iter__(self):
+        return iter(sorted(self.items))
+
+    def values(self) -> list[Any]:
+        return [self.items[k] for k in sorted(self.items)]
+
+
+def _validate_model(cls: Any) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise RegistrationError(
+            f"{cls!r} is not a subclass of genbench.GenerativeModel; register the class itself"
+        )
+    if not cls.name or not isinstance(cls.name, str):
+        raise RegistrationError(f"{cls.__name__} has no 'name' class attribute; set name = 'my-model'")
+    if not cls.family:
+        raise RegistrationError(f"{cls.__name__} ({cls.name}) has no 'family' class attribute")
+    from genbench.model import Capability
+
+    unknown = set(cls.capabilities) - Capability.ALL
+    if unknown:
+        raise RegistrationError(
+            f"{cls.__name__} ({cls.name}) declares unknown capabilities {sorted(unknown)}; "
+            f"known: {sorted(Capability.ALL)}"
+        )
+    import dataclasses
+
+    if not dataclasses.is_dataclass(cls.Config):
+        raise RegistrationError(f"{cls.__name__}.Config must be a dataclass with defaults")
+    return cls.name
+
+
+def _validate_named(kind: str, required: tuple[str, ...]) -> Callable[[Any], str]:
+    def validate(item: Any) -> str:
+        for attr in required:
+            if not hasattr(item, attr):
+                raise RegistrationError(f"{item!r} has no {attr!r}; a {kind} needs {', '.join(required)}")
+        if not isinstance(item.name, str) or not item.name:
+            raise RegistrationError(f"{item!r} has an empty name")
+        return item.name
+
+    return validate
+
+
+class PluginManager:
+    """Loads plugins and holds the model, dataset and metric registries."""
+
+    def __init__(self, plugin_files: Iterable[str | os.PathLike] = (), entry_points: bool = True):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
+        self.models = Registry("model", _validate_model)
+        self.datasets = Registry("dataset", _validate_named("dataset", ("name", "kind", "build")))
+        self.metrics = Registry("metric", _validate_named("metric", ("name", "columns", "compute")))
+
+        from genbench import builtins
+
+        self.pm.register(builtins, name="genbench.builtins")
+        if entry_points:
+            self._load_entry_points()
+        env_files = [p for p in os.environ.get("GENBENCH_PLUGINS", "").split(os.pathsep) if p]
+        for path in [*env_files, *plugin_files]:
+            self.load_file(path)
+        self.pm.check_pending()
+        self._collect()
+
+    # --- loading -----------------------------------------------------------------------------
+
+    def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.get_plugin(ep.name) is not None or ep.name in self.broken:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not take the others down
+                self.broken[ep.name] = (
+                    f"entry point {ep.value!r} failed to import: {type(exc).__name__}: {exc}. "
+                    "Reinstall or uninstall the package that provides it."
+                )
+                continue
+            self.pm.register(plugin, name=ep.name)
+
+    def load_file(self, path: str | os.PathLike) -> Any:
+        """Load one local ``.py`` file as a plugin (the ``--plugin`` flag)."""
+        path = Path(path)
+        if not path.is_file() or path.suffix != ".py":
+            raise RegistrationError(
+                f"--plugin {str(path)!r}: not a Python file. Give the path of a .py file that defines "
+                "hook functions decorated with @genbench.hookimpl."
+            )
+        name = f"genbench_local_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise RegistrationError(
+                f"--plugin {str(path)!r} failed to import:\n{traceback.format_exc(limit=-3)}"
+                f"Fix the error above in {path.name}."
+            ) from exc
+        self.pm.register(module, name=str(path))
+        return module
+
+    def _collect(self) -> None:
+        """Call each registration hook implementation separately, so every registered item
+        remembers which plugin registered it (error messages name the plugin)."""
+        for hook_name, registry in (
+            ("register_datasets", self.datasets),
+            ("register_metrics", self.metrics),
+            ("register_models", self.models),
+        ):
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+
+                def register(item, _plugin=impl.plugin_name, _registry=registry):
+                    _registry.add(item, _plugin)
+
+                impl.function(register=register)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def plugin_of(self, kind: str, name: str) -> str:
+        return getattr(self, kind + "s").owners[name]
+
+    def datasets_for(self, model_cls: type[GenerativeModel], names: Iterable[str] | None = None) -> list[str]:
+        """Dataset names (from ``names``, or all registered) that ``model_cls`` applies to."""
+        out = []
+        for name in names if names is not None else self.datasets:
+            entry = self.datasets.get(name)
+            if model_cls.applies_to(entry.spec)[0]:
+                out.append(name)
+        return out
+
+    @property
+    def hook(self):
+        return self.pm.hook

@@ -1,0 +1,80 @@
+"""Metrics: what they need, how they are computed, and the context they are computed in.
+
+A metric is an object with ``name``, ``columns`` (column -> "higher" or "lower" is better),
+``needs`` (capabilities the model must declare), ``data_kinds``, ``estimator(profile)`` (a
+string naming the estimator and its settings, stored with every result) and ``compute(ctx)``
+returning ``{column: float}``.  The runner evaluates every registered metric that applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from genbench.datasets import Dataset
+from genbench.model import GenerativeModel
+from genbench.profiles import Profile
+
+SAMPLE_CHUNK = 500  # samples drawn per call when a metric needs many
+
+
+class Metric:
+    name: ClassVar[str] = ""
+    columns: ClassVar[dict[str, str]] = {}
+    needs: ClassVar[frozenset[str]] = frozenset()
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"image", "points"})
+    dataset_needs: ClassVar[frozenset[str]] = frozenset()  # Dataset attributes that must be set
+
+    def applies(self, model_cls: type[GenerativeModel], dataset: Dataset) -> tuple[bool, str]:
+        missing = self.needs - set(model_cls.capabilities)
+        if missing:
+            return False, f"needs {', '.join(sorted(missing))}"
+        if dataset.spec.kind not in self.data_kinds:
+            return False, f"not defined for {dataset.spec.kind} data"
+        for attr in self.dataset_needs:
+            if getattr(dataset, attr, None) is None:
+                return False, f"dataset has no {attr}"
+        return True, ""
+
+    def estimator(self, profile: Profile) -> str:
+        return self.name
+
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute")
+
+
+class EvalContext:
+    """Everything a metric may use, with shared work (samples, extractor features) done once."""
+
+    def __init__(self, model: GenerativeModel, dataset: Dataset, profile: Profile, seed: int, device):
+        self.model = model
+        self.dataset = dataset
+        self.profile = profile
+        self.seed = seed
+        self.device = torch.device(device)
+        self.memo: dict[str, Any] = {}
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the trial seed: every metric sees the same randomness."""
+        return torch.Generator().manual_seed(10_000 + 97 * self.seed + offset)
+
+    @torch.no_grad()
+    def samples(self, n: int) -> torch.Tensor:
+        """``n`` model samples (cached: FID, IS, KID and PR share one set), on the CPU."""
+        key = f"samples:{n}"
+        if key not in self.memo:
+            g = self.generator()
+            out = []
+            self.model.eval()
+            for start in range(0, n, SAMPLE_CHUNK):
+                k = min(SAMPLE_CHUNK, n - start)
+                out.append(self.model.sample(k, generator=g).detach().float().cpu())
+            self.model.train()
+            self.memo[key] = torch.cat(out)
+        return self.memo[key]
+
+    def test_points(self, n: int | None = None) -> dict[str, torch.Tensor]:
+        data = self.dataset.split("test")
+        n = min(n or self.profile.n_likelihood_points, len(data["x"]))
+        return {k: v[:n] for k, v in data.items()}

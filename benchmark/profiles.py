@@ -1,0 +1,61 @@
+"""Evaluation profiles: the sample counts and estimator settings of one protocol.
+
+``quick`` is the default for `genbench run` (a full suite in minutes on a laptop CPU); ``standard``
+is near the published protocols.  Every number used is recorded with each result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    budget: str  # default budget per trial
+    datasets: tuple[str, ...]  # what `--all` runs
+    n_fid_samples: int  # generated samples for FID / IS / KID / precision-recall
+    n_reference: int  # real images for the reference statistics (at most this many from train)
+    kid_subsets: int
+    kid_subset_size: int
+    is_splits: int
+    prc_neighborhood: int
+    iwae_k: int  # importance samples of the IWAE bound
+    iwae_chunk_rows: int  # decoder rows per chunk (points x samples): keeps temporaries small
+    n_likelihood_points: int  # test points for likelihood metrics (at most the test split)
+    n_mode_samples: int  # samples for the toy-mixture mode metrics
+    extra: dict = field(default_factory=dict)  # settings added by plugins' metrics
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick", budget="20s", datasets=("digits", "ring8", "grid25"),
+        n_fid_samples=1000, n_reference=10_000, kid_subsets=50, kid_subset_size=500, is_splits=10,
+        prc_neighborhood=3, iwae_k=1000, iwae_chunk_rows=4000, n_likelihood_points=447,
+        n_mode_samples=2500,
+    ),
+    "standard": Profile(
+        name="standard", budget="10m", datasets=("digits", "ring8", "grid25"),
+        n_fid_samples=5000, n_reference=50_000, kid_subsets=100, kid_subset_size=1000, is_splits=10,
+        prc_neighborhood=3, iwae_k=5000, iwae_chunk_rows=4000, n_likelihood_points=10_000,
+        n_mode_samples=2500,
+    ),
+    # for tests: tiny counts, same code paths
+    "test": Profile(
+        name="test", budget="30steps", datasets=("digits", "ring8"),
+        n_fid_samples=200, n_reference=500, kid_subsets=10, kid_subset_size=100, is_splits=2,
+        prc_neighborhood=3, iwae_k=20, iwae_chunk_rows=2000, n_likelihood_points=50,
+        n_mode_samples=500,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    from genbench.errors import UnknownNameError
+
+    if name not in PROFILES:
+        raise UnknownNameError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]

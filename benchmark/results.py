@@ -1,0 +1,151 @@
+"""Result records (one JSON file per trial, written atomically) and leaderboards built from them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+RECORD_SCHEMA = 1
+REFERENCE_MODEL = "real-heldout"  # the floor row: held-out real data scored like a model
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _clean(value):
+    """JSON has no NaN/inf: store them as None (the leaderboard shows an empty cell)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(_clean(record), indent=2, sort_keys=True, default=str))
+
+
+def trial_dir(runs_dir: Path, suite: str) -> Path:
+    return Path(runs_dir) / suite / "trials"
+
+
+def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
+    """Every readable record under ``runs_dir`` (one suite, or all).  Unreadable or foreign files
+    are skipped with a warning, never fatal: one corrupt file must not hide the other results."""
+    import warnings
+
+    runs_dir = Path(runs_dir)
+    pattern = f"{suite}/trials/*.json" if suite else "*/trials/*.json"
+    records = []
+    for path in sorted(runs_dir.glob(pattern)):
+        try:
+            rec = json.loads(path.read_text())
+            if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
+                raise ValueError("not a genbench trial record")
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.",
+                          stacklevel=2)
+            continue
+        records.append(rec)
+    return records
+
+
+def ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of a 95% Student-t interval (NaN half-width for a single seed)."""
+    from scipy import stats
+
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan
+    n = len(vals)
+    mean = sum(vals) / n
+    if n < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def metric_columns(records: Iterable[dict]) -> list[str]:
+    cols: list[str] = []
+    for rec in records:
+        for c in rec.get("metrics", {}):
+            if c not in cols:
+                cols.append(c)
+    return cols
+
+
+def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
+    """One row per model on ``dataset``: metric means with 95% intervals over seeds, status,
+    budget and its use, estimator and extractor names, versions."""
+    recs = [r for r in records if r["dataset"] == dataset]
+    cols = metric_columns(recs)
+    rows = []
+    for model in sorted({r["model"] for r in recs}, key=lambda m: (m == REFERENCE_MODEL, m)):
+        group = sorted((r for r in recs if r["model"] == model), key=lambda r: r["seed"])
+        ok = [r for r in group if r["status"] in ("ok", "reference")]
+        first = (ok or group)[0]
+        row = {
+            "model": model,
+            "family": first.get("family", ""),
+            "dataset": dataset,
+            "status": first["status"] if ok and len(ok) == len(group) else ("partial" if ok else "failed"),
+            "seeds": f"{len(ok)}/{len(group)}",
+            "budget_kind": first["budget"]["kind"],
+            "budget_amount": first["budget"]["amount"],
+        }
+        for key in ("seconds", "steps", "flops"):
+            row[f"used_{key}"] = ci95([r["used"][key] for r in ok])[0] if ok else math.nan
+        row["device"] = first.get("device", "")
+        for c in cols:
+            mean, half = ci95([r["metrics"].get(c) for r in ok])
+            row[c], row[f"{c}_ci95"] = mean, half
+        row["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in group if r["status"] == "failed")
+        row["empty_cells"] = "; ".join(f"{m}: {why}" for m, why in sorted(first.get("not_applicable", {}).items()))
+        row["estimators"] = json.dumps(first.get("estimators", {}), sort_keys=True)
+        row["extractor"] = first.get("extractor") or ""
+        row["profile"] = first.get("profile", "")
+        row["config_hash"] = first.get("config_hash", "")
+        row["genbench_version"] = first["versions"]["genbench"]
+        row["torch_version"] = first["versions"]["torch"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trials_table(records: list[dict]) -> pd.DataFrame:
+    """Every trial (every seed) as one flat row."""
+    rows = []
+    for r in records:
+        row = {k: r.get(k) for k in ("trial_id", "model", "family", "dataset", "seed", "status", "reason",
+                                      "profile", "config_hash", "device")}
+        row.update({"budget_kind": r["budget"]["kind"], "budget_amount": r["budget"]["amount"]})
+        row.update({f"used_{k}": v for k, v in r.get("used", {}).items()})
+        row.update(r.get("metrics", {}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_leaderboards(records: list[dict], out_dir: Path) -> list[Path]:
+    paths = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        df = leaderboard(records, dataset)
+        path = Path(out_dir) / f"leaderboard-{dataset}.csv"
+        atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+        paths.append(path)
+    path = Path(out_dir) / "trials.csv"
+    atomic_write_text(path, trials_table(records).to_csv(index=False, float_format="%.6g"))
+    return paths + [path]

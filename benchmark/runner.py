@@ -1,0 +1,227 @@
+"""Trials and suites: train each model under the budget, evaluate it, record the result.
+
+A trial is (model, dataset, seed, budget, profile, config).  ``run_suite`` runs a list of
+trials; a trial whose record already exists (same config hash) is not run again, and a failure
+of one trial (exception, non-finite loss) is recorded as that trial's result while the suite
+goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import genbench
+from genbench.budget import Budget, BudgetMeter
+from genbench.datasets import Dataset
+from genbench.errors import NonFiniteLossError
+from genbench.manager import PluginManager
+from genbench.metrics import EvalContext
+from genbench.model import GenerativeModel
+from genbench.profiles import Profile, get_profile
+from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, trial_dir, write_record
+
+
+@dataclass(frozen=True)
+class Trial:
+    model: str
+    dataset: str
+    seed: int
+    budget: Budget
+    profile: str = "quick"
+    config: dict = field(default_factory=dict, hash=False)  # overrides of the family's defaults
+
+    def key(self, model_cls: type[GenerativeModel]) -> str:
+        """Hash of everything that determines the result: rerunning the same key is skipped."""
+        cfg = dataclasses.asdict(model_cls.make_config(self.config))
+        blob = json.dumps({"model": self.model, "dataset": self.dataset, "seed": self.seed,
+                           "budget": [self.budget.kind, self.budget.amount], "profile": self.profile,
+                           "config": cfg, "schema": RECORD_SCHEMA}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def trial_id(self, model_cls) -> str:
+        return f"{self.model}--{self.dataset}--{self.budget.text}--seed{self.seed}--{self.key(model_cls)[:8]}"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def versions() -> dict:
+    import torch_fidelity
+
+    return {"genbench": genbench.__version__, "torch": torch.__version__,
+            "torch_fidelity": torch_fidelity.__version__, "python": platform.python_version()}
+
+
+def batch_size_of(model: GenerativeModel) -> int:
+    return int(getattr(model.config, "batch_size", model.batch_size))
+
+
+def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, device: torch.device,
+          on_step: Callable[[float, dict], None] | None = None):
+    """The training loop: draw a batch, take one step, account the budget, stop when spent."""
+    batches = dataset.batches("train", batch_size_of(model), torch.Generator().manual_seed(seed))
+    meter = BudgetMeter(budget, device)
+    losses: dict[str, float] = {}
+    model.train()
+    while not meter.exhausted():
+        batch = next(batches)
+        with meter.step():
+            losses = model.train_step(batch, meter.progress())
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss at step {meter.usage.steps}: {bad}")
+        if budget.kind == "flops" and meter.usage.flops == 0:
+            raise NonFiniteLossError("a FLOP budget needs steps that do matmuls or convolutions; "
+                                     "this model's step counted 0 FLOPs: use a seconds or steps budget")
+        if on_step is not None:
+            on_step(meter.progress(), losses)
+    return meter.finish(), losses
+
+
+def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, profile: Profile,
+             seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None):
+    """Every registered metric that applies; a metric that raises is recorded, not fatal."""
+    ctx = EvalContext(model, dataset, profile, seed, device)
+    values, estimators, not_applicable, errors = {}, {}, {}, {}
+    for metric in manager.metrics.values():
+        ok, why = metric.applies(type(model), dataset)
+        if not ok:
+            not_applicable[metric.name] = why
+            continue
+        if on_metric is not None:
+            on_metric(metric.name)
+        try:
+            values.update(metric.compute(ctx))
+            estimators[metric.name] = metric.estimator(profile)
+        except Exception as exc:
+            errors[metric.name] = f"{type(exc).__name__}: {exc}"
+    return values, estimators, not_applicable, errors, ctx
+
+
+def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int) -> None:
+    """A sample grid (images) or scatter plot (2-D points) for a reader to look at."""
+    with torch.no_grad():
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        if dataset.spec.kind == "image":
+            from torchvision.utils import save_image
+
+            x = model.sample(64, generator=g).float().cpu().clamp(0, 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(x, path, nrow=8, padding=1)
+        else:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            x = model.sample(2000, generator=g).float().cpu()
+            real = dataset.split("test")["x"].cpu()
+            fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+            ax.scatter(real[:, 0], real[:, 1], s=2, c="lightgray", label="data")
+            ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", label="model")
+            lim = float(real.abs().max()) * 1.3
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_title(f"{model.name} on {dataset.name}")
+            ax.legend(loc="upper right", markerscale=4, fontsize=7)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path)
+            plt.close(fig)
+        model.train()
+
+
+def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, device: torch.device) -> dict:
+    return {
+        "schema": RECORD_SCHEMA, "suite": suite, "trial_id": trial.trial_id(model_cls),
+        "model": trial.model, "family": model_cls.family, "plugin": manager.plugin_of("model", trial.model),
+        "dataset": trial.dataset, "seed": trial.seed, "profile": trial.profile,
+        "budget": {"kind": trial.budget.kind, "amount": trial.budget.amount, "text": trial.budget.text},
+        "used": {"seconds": 0.0, "steps": 0, "flops": 0.0, "flops_exact": False, "overrun": 0.0},
+        "config_hash": trial.key(model_cls), "config": {}, "status": "failed", "reason": None,
+        "metrics": {}, "estimators": {}, "not_applicable": {}, "metric_errors": {}, "extractor": None,
+        "timings": {}, "device": device_label(device), "versions": versions(),
+        "command": " ".join(["genbench", *sys.argv[1:]]) if sys.argv else "",
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: torch.device, out_dir: Path,
+              suite: str, on_train: Callable | None = None, on_metric: Callable | None = None) -> dict:
+    """Train and evaluate one trial; never raises for a fault of the model: the record says it."""
+    model_cls = manager.models.get(trial.model)
+    profile = get_profile(trial.profile)
+    record = base_record(trial, model_cls, manager, suite, device)
+    manager.hook.trial_started(trial=trial)
+    try:
+        config = model_cls.make_config(trial.config)
+        record["config"] = dataclasses.asdict(config)
+        torch.manual_seed(trial.seed)
+        model = model_cls(config, dataset.spec).to(device)
+        t0 = time.perf_counter()
+        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train)
+        record["used"] = usage.as_dict()
+        record["final_losses"] = losses
+        record["timings"]["train_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        values, estimators, not_applicable, errors, ctx = evaluate(
+            model, dataset, manager, profile, trial.seed, device, on_metric)
+        record.update(metrics=values, estimators=estimators, not_applicable=not_applicable,
+                      metric_errors=errors, extractor=ctx.memo.get("extractor"))
+        record["timings"]["eval_s"] = time.perf_counter() - t1
+        samples = out_dir / "samples" / f"{record['trial_id']}.png"
+        save_samples(model, dataset, samples, trial.seed)
+        record["samples"] = str(samples.relative_to(out_dir))
+        record["status"] = "ok"
+    except Exception as exc:
+        record["reason"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc(limit=-6)
+    record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_record(trial_dir(out_dir.parent, suite) / f"{record['trial_id']}.json", record)
+    manager.hook.trial_finished(trial=trial, record=record)
+    return record
+
+
+def reference_record(dataset: Dataset, profile: Profile, suite: str, device: torch.device, out_dir: Path) -> dict:
+    """The floor row: held-out real images scored against the training reference."""
+    from genbench.features import domain_extractor
+    from genbench.metrics.fidelity import SampleQuality, real_data_floor
+
+    path = trial_dir(out_dir.parent, suite) / f"{REFERENCE_MODEL}--{dataset.name}--{profile.name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    metrics = real_data_floor(dataset, profile, device)
+    record = {
+        "schema": RECORD_SCHEMA, "suite": suite, "trial_id": path.stem, "model": REFERENCE_MODEL,
+        "family": "reference", "plugin": "genbench", "dataset": dataset.name, "seed": 0, "profile": profile.name,
+        "budget": {"kind": "none", "amount": 0, "text": "-"},
+        "used": {"seconds": 0.0, "steps": 0, "flops": 0.0}, "status": "reference", "reason": None,
+        "metrics": metrics, "estimators": {"sample_quality": SampleQuality().estimator(profile) +
+                                           "; generated = held-out real (val+test)"},
+        "not_applicable": {}, "extractor": domain_extractor(dataset, device).fingerprint(),
+        "device": device_label(device), "versions": versions(), "config_hash": "", "config": {},
+    }
+    write_record(path, record)
+    return record
