@@ -32,7 +32,7 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        name="quick", budget="20s", datasets=("digits", "ring8", "grid25"),
+        name="quick", budget="15s", datasets=("digits", "ring8", "grid25"),
         n_fid_samples=1000, n_reference=10_000, kid_subsets=50, kid_subset_size=500, is_splits=10,
         prc_neighborhood=3, iwae_k=1000, iwae_chunk_rows=4000, n_likelihood_points=447,
         n_mode_samples=2500,

@@ -1,0 +1,52 @@
+"""Shared test set-up: an isolated cache (extractors, reference statistics) per test session, and
+small helpers to build and train models with tiny budgets."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before genbench is imported anywhere so every cache write goes to a throwaway folder.
+os.environ.setdefault("GENBENCH_CACHE", tempfile.mkdtemp(prefix="genbench-test-cache-"))
+os.environ.pop("GENBENCH_PLUGINS", None)
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_RAW = REPO.parent / "shared" / "data" / "mnist" / "raw"
+
+
+@pytest.fixture(scope="session")
+def manager():
+    from genbench.manager import PluginManager
+
+    return PluginManager()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from genbench.datasets import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def ring8():
+    from genbench.datasets import load_ring8
+
+    return load_ring8()
+
+
+def build(model_cls, dataset, seed=0, **overrides):
+    """A model of ``model_cls`` with its default config (plus overrides) for ``dataset``."""
+    import torch
+
+    torch.manual_seed(seed)
+    return model_cls(model_cls.make_config(overrides), dataset.spec)
+
+
+def train_steps(model, dataset, steps, seed=0):
+    """Run ``steps`` training steps through the real training loop; returns (usage, last losses)."""
+    from genbench.budget import Budget
+    from genbench.runner import train
+
+    return train(model, dataset, Budget.parse(f"{steps}steps"), seed, "cpu")
