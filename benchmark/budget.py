@@ -3,9 +3,9 @@
 One flag, one string: ``30s``, ``10m``, ``1h``, ``2000steps``, ``1e12flop``.  Whatever the limit,
 a :class:`BudgetMeter` records all three quantities actually used, so trials stay comparable.
 
-FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions,
-forward and backward).  Under a FLOP budget every step is counted.  Under a time or step budget
-counting every step would slow training (the counter intercepts every op), so the first step and
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: matrix products and
+convolutions, forward and backward (the usual convention; element-wise ops are not counted).
+Under a FLOP budget every step is counted.  Under a time or step budget counting every step would slow training (the counter intercepts every op), so the first step and
 every ``flop_sample_every``-th step are counted and the others are assigned the most recent count;
 ``flops_exact`` in the record says which was done.
 """
@@ -44,7 +44,7 @@ class Budget:
         if amount <= 0:
             raise BudgetError(f"budget {text!r} must be positive; accepted forms: {ACCEPTED}")
         if kind == "steps" and amount != int(amount):
-            raise BudgetError(f"budget {text!r}: steps must be a whole number, e.g. 2000steps")
+            raise BudgetError(f"budget {text!r}: steps must be a whole number; accepted forms: {ACCEPTED}")
         return cls(kind, amount, str(text).strip())
 
     def __str__(self) -> str:

@@ -7,13 +7,12 @@ import math
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from genbench.budget import Budget
 from genbench.errors import GenbenchError
 from genbench.manager import PluginManager
 from genbench.profiles import PROFILES, get_profile
+from rich.console import Console
+from rich.table import Table
 
 DEFAULT_RUNS = "runs"
 # columns shown in the terminal table (the CSVs have all of them), in this order when present

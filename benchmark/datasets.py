@@ -161,7 +161,8 @@ def allow_download() -> bool:
     return os.environ.get("GENBENCH_DOWNLOAD", "0").lower() in ("1", "true", "yes")
 
 
-def load_mnist(root: str | os.PathLike | None = None, download: bool | None = None, limit: int | None = None) -> Dataset:
+def load_mnist(root: str | os.PathLike | None = None, download: bool | None = None,
+               limit: int | None = None) -> Dataset:
     """MNIST through torchvision from ``root`` (``$GENBENCH_DATA``, default ~/.cache/genbench/data),
     with torchvision's layout ``<root>/MNIST/raw/``.  Never downloads unless allowed
     (``GENBENCH_DOWNLOAD=1``).  With only the test files present (t10k-*), the 10,000 test images
@@ -184,7 +185,7 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool | None = No
     if not present("test") and not download:
         raise DatasetError(
             f"MNIST files not found under {raw}. Put torchvision's raw files there "
-            f"(t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], and train-* for the training set), "
+            "(t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], and train-* for the training set), "
             f"point GENBENCH_DATA at the folder that holds MNIST/raw/, or allow a download with GENBENCH_DOWNLOAD=1."
         )
 
@@ -230,9 +231,8 @@ def _unzipped(path: Path) -> Path:
         return path
     gz = path.with_name(path.name + ".gz")
     import gzip
-    import tempfile
-
     import hashlib
+    import tempfile
 
     key = hashlib.sha256(str(gz.resolve()).encode()).hexdigest()[:16]
     out = Path(tempfile.gettempdir()) / "genbench-idx" / f"{key}-{path.name}"

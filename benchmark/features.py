@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from genbench.datasets import Dataset
+from torch import nn
 
 CLASSIFIER_VERSION = 1  # bump when the architecture or training recipe changes (invalidates caches)
 FEATURE_BATCH = 100  # feature-extraction chunk: large temporary tensors are slow on this machine class

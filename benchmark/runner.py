@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 import genbench
+import torch
 from genbench.budget import Budget, BudgetMeter
 from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError

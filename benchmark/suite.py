@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
 from genbench.budget import Budget
 from genbench.datasets import Dataset
 from genbench.errors import GenbenchError
@@ -15,6 +12,8 @@ from genbench.manager import PluginManager
 from genbench.profiles import get_profile
 from genbench.results import load_records, trial_dir, write_leaderboards
 from genbench.runner import Trial, reference_record, resolve_device, run_trial
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 
 def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list[str] | None, budget: Budget,
@@ -93,8 +92,8 @@ def run_suite(manager: PluginManager, trials: list[Trial], runs_dir: Path, suite
             try:
                 dataset = data.get(trial.dataset)
             except Exception as exc:  # a dataset that cannot load fails its trials, not the suite
-                from genbench.runner import base_record
                 from genbench.results import write_record
+                from genbench.runner import base_record
 
                 rec = base_record(trial, cls, manager, suite, device)
                 rec["reason"] = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-
 from genbench.datasets import Dataset
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
@@ -56,7 +55,8 @@ def log_weights(model: GenerativeModel, x: torch.Tensor, k: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def elbo_and_iwae(model: GenerativeModel, x: torch.Tensor, k: int, chunk_rows: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+def elbo_and_iwae(model: GenerativeModel, x: torch.Tensor, k: int,
+                  chunk_rows: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-point ELBO (Monte Carlo mean over the k samples) and IWAE bound log (1/k) sum_k w_k
     (Burda et al. 2016).  Points are processed in chunks so that k * points stays <= chunk_rows;
     a point whose k samples exceed chunk_rows is processed in sample chunks and combined with a

@@ -1,0 +1,64 @@
+"""Budgets: parsing, accounting of seconds / steps / FLOPs, honouring a time limit."""
+
+import pytest
+import torch
+from genbench.budget import Budget, BudgetMeter
+from genbench.errors import BudgetError
+
+
+@pytest.mark.parametrize(
+    "text, kind, amount",
+    [("30s", "seconds", 30), ("10m", "seconds", 600), ("1h", "seconds", 3600), ("2.5s", "seconds", 2.5),
+     ("2000steps", "steps", 2000), ("1step", "steps", 1), ("1e12flop", "flops", 1e12), ("3e9flops", "flops", 3e9)],
+)
+def test_parse(text, kind, amount):
+    b = Budget.parse(text)
+    assert (b.kind, b.amount) == (kind, amount)
+
+
+@pytest.mark.parametrize("text", ["", "30", "ten s", "5 parsecs", "-3s", "0steps", "1.5steps", "1e12"])
+def test_bad_budget_shows_accepted_forms(text):
+    with pytest.raises(BudgetError) as err:
+        Budget.parse(text)
+    assert "30s" in str(err.value) and "2000steps" in str(err.value) and "1e12flop" in str(err.value)
+
+
+def test_step_budget_counts_steps_and_flops():
+    lin = torch.nn.Linear(10, 20)
+    x = torch.randn(8, 10)
+    meter = BudgetMeter(Budget.parse("7steps"), flop_sample_every=3)
+    while not meter.exhausted():
+        with meter.step():
+            lin(x).sum().backward()
+    usage = meter.finish()
+    assert usage.steps == 7
+    # forward matmul 2*8*10*20 plus the backward matmul for the weight gradient (the input needs none)
+    per_step = 2 * 2 * 8 * 10 * 20
+    assert usage.flops == pytest.approx(7 * per_step)
+    assert usage.flops_exact is False
+
+
+def test_flop_budget_counts_every_step_and_stops():
+    lin = torch.nn.Linear(10, 20)
+    x = torch.randn(8, 10)
+    per_step = 2 * 2 * 8 * 10 * 20
+    meter = BudgetMeter(Budget.parse(f"{per_step * 5}flop"))
+    while not meter.exhausted():
+        with meter.step():
+            lin(x).sum().backward()
+    usage = meter.finish()
+    assert usage.steps == 5 and usage.flops_exact
+    assert usage.flops == pytest.approx(5 * per_step)
+
+
+def test_time_budget_is_honoured_within_5_percent():
+    meter = BudgetMeter(Budget.parse("0.5s"))
+    a = torch.randn(64, 64)
+    while not meter.exhausted():
+        with meter.step():
+            for _ in range(5):
+                a = torch.tanh(a @ a)
+    usage = meter.finish()
+    assert 0.5 <= usage.seconds <= 0.5 * 1.05
+    assert usage.overrun == pytest.approx(usage.seconds / 0.5 - 1)
+    assert usage.steps > 10
