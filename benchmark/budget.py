@@ -5,8 +5,9 @@ a :class:`BudgetMeter` records all three quantities actually used, so trials sta
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: matrix products and
 convolutions, forward and backward (the usual convention; element-wise ops are not counted).
-Under a FLOP budget every step is counted.  Under a time or step budget counting every step would slow training (the counter intercepts every op), so the first step and
-every ``flop_sample_every``-th step are counted and the others are assigned the most recent count;
+Under a FLOP budget every step is counted.  Under a time or step budget counting every step would
+slow training (the counter intercepts every op), so the first step and every
+``flop_sample_every``-th step are counted and the others are assigned the most recent count;
 ``flops_exact`` in the record says which was done.
 """
 
