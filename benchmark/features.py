@@ -121,14 +121,26 @@ def accuracy(model: DomainClassifier, x: torch.Tensor, y: torch.Tensor) -> float
 _MEMO: dict[tuple, Extractor] = {}
 
 
+def data_fingerprint(dataset: Dataset) -> str:
+    """A short hash of the training images and labels."""
+    train = dataset.split("train")
+    h = hashlib.sha256()
+    for key in ("x", "y"):
+        h.update(train[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor:
     """The cached domain classifier for ``dataset`` (trained on first use, then loaded)."""
-    key = (dataset.name, str(device), seed)
+    content = data_fingerprint(dataset)
+    key = (content, str(device), seed)
     if key in _MEMO:
         return _MEMO[key]
     spec = dataset.spec
     name = f"domain-classifier-{dataset.name}-v{CLASSIFIER_VERSION}"
-    path = cache_dir() / "extractors" / f"{name}-seed{seed}.pt"
+    # Cached by the content of the training split, not the dataset's name: derived task sets that
+    # reuse a base set's images (captions, patches) share its classifier instead of training anew.
+    path = cache_dir() / "extractors" / f"domain-classifier-v{CLASSIFIER_VERSION}-{content}-seed{seed}.pt"
     num_classes = int(spec.num_classes or int(dataset.split("train")["y"].max()) + 1)
     model = DomainClassifier(spec.shape[0], num_classes)
     if path.exists():

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 class Profile:
     name: str
     budget: str  # default budget per trial
-    datasets: tuple[str, ...]  # what `--all` runs
     n_fid_samples: int  # generated samples for FID / IS / KID / precision-recall
     n_reference: int  # real images for the reference statistics (at most this many from train)
     kid_subsets: int
@@ -32,20 +31,20 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        name="quick", budget="15s", datasets=("digits", "ring8", "grid25"),
+        name="quick", budget="15s",
         n_fid_samples=1000, n_reference=10_000, kid_subsets=50, kid_subset_size=500, is_splits=10,
         prc_neighborhood=3, iwae_k=1000, iwae_chunk_rows=4000, n_likelihood_points=447,
         n_mode_samples=2500,
     ),
     "standard": Profile(
-        name="standard", budget="10m", datasets=("digits", "ring8", "grid25"),
+        name="standard", budget="10m",
         n_fid_samples=5000, n_reference=50_000, kid_subsets=100, kid_subset_size=1000, is_splits=10,
         prc_neighborhood=3, iwae_k=5000, iwae_chunk_rows=4000, n_likelihood_points=10_000,
         n_mode_samples=2500,
     ),
     # for tests: tiny counts, same code paths
     "test": Profile(
-        name="test", budget="30steps", datasets=("digits", "ring8"),
+        name="test", budget="30steps",
         n_fid_samples=200, n_reference=500, kid_subsets=10, kid_subset_size=100, is_splits=2,
         prc_neighborhood=3, iwae_k=20, iwae_chunk_rows=2000, n_likelihood_points=50,
         n_mode_samples=500,

@@ -16,30 +16,45 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 
+def default_datasets(manager: PluginManager) -> list[str]:
+    """What `--all` runs on: every registered dataset marked for the default suite."""
+    return [name for name in manager.datasets if manager.datasets.get(name).in_default_suite]
+
+
+def runs_by_default(model_cls, spec) -> bool:
+    """Under `--all`, a task dataset (one with extra batch keys: captions, domains, patches) is for
+    the families that need those keys; plain samplers run on the base datasets only."""
+    if not model_cls.applies_to(spec)[0]:
+        return False
+    return not spec.extras or bool(model_cls.requires & set(spec.extras))
+
+
 def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list[str] | None, budget: Budget,
                 seeds: int, profile: str, run_all: bool = False, config: dict | None = None) -> list[Trial]:
-    """Every (model, dataset, seed) asked for.  ``--all`` = every registered model on every dataset
-    of the profile it applies to; otherwise the named models on the named datasets (a named pair
-    that does not apply is an error that says why)."""
-    prof = get_profile(profile)
+    """Every (model, dataset, seed) asked for.  ``--all`` = every registered model on every default
+    dataset it applies to (see ``runs_by_default``); otherwise the named models on the named
+    datasets (a named pair that does not apply is an error that says why)."""
+    get_profile(profile)
     model_names = list(manager.models) if (run_all and not models) else list(models or [])
     if not model_names:
         raise GenbenchError("nothing to run: name models with --model NAME (see `genbench list`) or use --all")
     for m in model_names:
         manager.models.get(m)  # unknown names list the known ones
-    ds_names = list(datasets) if datasets else list(prof.datasets)
+    ds_names = list(datasets) if datasets else default_datasets(manager)
     for d in ds_names:
         manager.datasets.get(d)
     trials = []
     for m in model_names:
         cls = manager.models.get(m)
-        applicable = [d for d in ds_names if cls.applies_to(manager.datasets.get(d).spec)[0]]
         if datasets and not run_all:
             for d in ds_names:
                 ok, why = cls.applies_to(manager.datasets.get(d).spec)
                 if not ok:
                     raise GenbenchError(f"model {m!r} does not apply to dataset {d!r}: {why}")
-        for d in applicable:
+            chosen = ds_names
+        else:
+            chosen = [d for d in ds_names if runs_by_default(cls, manager.datasets.get(d).spec)]
+        for d in chosen:
             for s in range(seeds):
                 trials.append(Trial(m, d, s, budget, profile, dict(config or {})))
     if not trials:
