@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+
 from genbench import hookspecs
 from genbench.errors import RegistrationError, UnknownNameError
 from genbench.model import GenerativeModel

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import genbench
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import diag_gaussian, mlp, randn, standard_normal
-from torch import nn
 
 
 @dataclass

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import genbench
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import randn
-from torch import nn
 
 NEWTON_ITERS = 60  # upper bound; the loop stops as soon as every residual is below NEWTON_TOL
 NEWTON_TOL = 1e-9

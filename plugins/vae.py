@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import genbench
 import torch
+from torch.distributions import kl_divergence
+
+import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import diag_gaussian, mlp, randn, standard_normal
-from torch.distributions import kl_divergence
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from genbench.budget import Budget, BudgetMeter
 from genbench.errors import BudgetError
 

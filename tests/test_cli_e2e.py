@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from genbench.cli import main
 
 

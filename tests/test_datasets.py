@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import MNIST_RAW
+
 from genbench.datasets import grid_centres, load_mnist, make_mixture, mixture_log_density, ring_centres
 from genbench.errors import DatasetError
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import build, train_steps
+
 from genbench_plugins.gan import GAN
 from genbench_plugins.planar_flow import PlanarFlow, PlanarLayer, solve_scalar
 from genbench_plugins.vae import VAE

@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import pytest
+
 from genbench.errors import RegistrationError, UnknownNameError
 from genbench.manager import PluginManager
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+
 from genbench.datasets import Dataset
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile

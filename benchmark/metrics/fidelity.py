@@ -12,15 +12,16 @@ import os
 from dataclasses import dataclass
 
 import torch
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
+
 from genbench.datasets import Dataset
 from genbench.features import Extractor, cache_dir, domain_extractor
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability
 from genbench.profiles import Profile
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 # result keys (columns of the leaderboard)
 FID, IS, KID, PRECISION, RECALL = "fid", "is", "kid", "precision", "recall"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability
 
