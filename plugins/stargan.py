@@ -1,0 +1,222 @@
+"""StarGAN (Choi, Choi, Kim, Ha, Kim & Choo, "StarGAN: Unified Generative Adversarial Networks for
+Multi-Domain Image-to-Image Translation", CVPR 2018).
+
+One generator G(x, c) translates an image x into any target domain c (the one-hot target is
+replicated spatially and concatenated to the image as extra channels).  One discriminator D has two
+heads on a shared body: D_src, a PatchGAN real/fake critic, and D_cls, a domain classifier.  The
+paper's losses (its eqs. 1-7, with the WGAN-GP adversarial loss of its section 4):
+
+    L_D = -L_adv + lambda_cls * L_cls^r          L_G = L_adv + lambda_cls * L_cls^f + lambda_rec * L_rec
+
+* L_adv = E[D_src(x)] - E[D_src(G(x, c))] - lambda_gp * E[(||grad D_src(x_hat)||_2 - 1)^2], x_hat on
+  straight lines between real and translated images, lambda_gp = 10;
+* L_cls^r = E[-log D_cls(c' | x)] on real images with their own domain c' trains D's classifier;
+  L_cls^f = E[-log D_cls(c | G(x, c))] on translations trains G; lambda_cls = 1.  The domains are
+  mutually exclusive, so D_cls is a softmax over domains (the paper's RaFD setting);
+* L_rec = ||x - G(G(x, c), c')||_1, lambda_rec = 10;
+* five discriminator updates per generator update (n_critic = 5); target domains are the batch's own
+  domain labels in shuffled order (as in the authors' code); Adam, lr 1e-4, beta1 0.5, beta2 0.999,
+  batch 16; the learning rate decays linearly to zero over the second half of training (here the
+  second half of the budget).
+
+Each ``train_step`` is one discriminator update, and every ``n_critic``-th step also a generator
+update (the authors' training loop), so the budget counts discriminator iterations.
+
+Scaled for 8x8 images under a seconds-long CPU budget: the generator is CycleGAN's ResNet generator
+(from which the paper adapts its own) with 16 base channels, one down-/up-sampling stage instead of
+two and 2 residual blocks instead of 6; the discriminator has two stride-2 convolutions (no
+normalisation, LeakyReLU 0.01, as in the paper) instead of six, then the 3x3 patch head and a
+classifier head whose kernel spans the remaining feature map.
+
+``sample(n)`` draws ``n`` of the most recent training images kept by ``train_step`` (a bounded ring
+buffer saved in the state dict) and translates each into a different domain chosen uniformly with the
+caller's generator; ``translate(x, source, target)`` maps any images (the source is implied by the
+image: G only takes the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import genbench
+from genbench.errors import GenbenchError
+from genbench.model import Capability, DataSpec, GenerativeModel
+from genbench_plugins.cyclegan import (
+    RecentImages,
+    ResnetGenerator,
+    batch_domains,
+    check_even_size,
+    init_weights,
+    linear_decay,
+    set_lr,
+)
+from genbench_plugins.domains import DOMAIN_KEY, domain_index, domain_names
+
+
+@dataclass
+class StarGANConfig:
+    width: int = 16  # base channels of G and D (paper: 64)
+    n_res: int = 2  # residual blocks of G (paper: 6)
+    lambda_cls: float = 1.0
+    lambda_rec: float = 10.0
+    lambda_gp: float = 10.0
+    n_critic: int = 5  # discriminator updates per generator update
+    lr: float = 1e-4  # both G and D
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 16
+    decay_from: float = 0.5  # fraction of the budget after which the learning rates decay linearly to 0
+    sample_buffer: int = 256  # recent training images kept for sample()
+
+
+G_LOSSES = ("g_loss", "g_adv", "g_cls", "g_rec")
+
+
+class StarDiscriminator(nn.Module):
+    """Shared body, then D_src (a patch map of critic scores) and D_cls (domain logits)."""
+
+    def __init__(self, in_channels: int, width: int, image_size: tuple[int, int], num_domains: int):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 4, stride=2, padding=1), nn.LeakyReLU(0.01),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.LeakyReLU(0.01),
+        )
+        h, v = image_size[0] // 4, image_size[1] // 4
+        self.src = nn.Conv2d(2 * w, 1, 3, padding=1, bias=False)
+        self.cls = nn.Conv2d(2 * w, num_domains, (h, v), bias=False)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.src(h), self.cls(h).flatten(1)
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        return self.src(self.body(x))
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     alpha: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's penalty E[(||grad_x_hat critic(x_hat)||_2 - 1)^2] at x_hat = alpha real + (1 - alpha) fake
+    (Gulrajani et al. 2017); a patch critic's scores are summed, as in the StarGAN code."""
+    x_hat = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+    # The critic gets a non-leaf alias: the budget's FLOP counter hooks module inputs for backward,
+    # and autograd.grad cannot run such a hook on a leaf tensor.
+    (grad,) = torch.autograd.grad(critic(x_hat.view_as(x_hat)).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+class StarGAN(GenerativeModel):
+    name = "stargan"
+    family = "StarGAN"
+    paper = "Choi et al. 2018, arXiv:1711.09020"
+    capabilities = frozenset({Capability.SAMPLE, Capability.TRANSLATE})
+    data_kinds = frozenset({"image"})
+    requires = frozenset({DOMAIN_KEY})
+    Config = StarGANConfig
+
+    def __init__(self, config: StarGANConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        ok, why = self.applies_to(spec)
+        if not ok:
+            raise GenbenchError(why)
+        check_even_size(self.name, spec, 4)
+        if config.n_critic < 1:
+            raise GenbenchError(f"stargan: n_critic must be 1 or more, not {config.n_critic}")
+        self.domains = domain_names(spec)
+        k, c, w = len(self.domains), spec.shape[0], config.width
+        # Zero padding, as in the authors' code: the one-hot channels are constant over the image, so
+        # with reflection padding their effect would be a per-channel constant that the first
+        # instance normalisation removes; zero padding keeps the target visible at the borders.
+        self.generator = ResnetGenerator(c + k, c, w, config.n_res, padding_mode="zeros")
+        self.discriminator = StarDiscriminator(c, w, spec.shape[1:], k)
+        self.recent = RecentImages(config.sample_buffer, spec.shape)
+        self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {
+            "g": torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas),
+            "d": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
+        }
+        # the generator's latest losses, reported on the steps between its updates (a buffer, so
+        # that a resumed trial reports what an uninterrupted one would)
+        self.register_buffer("g_losses", torch.zeros(len(G_LOSSES)))
+
+    # --- G(x, c) on images scaled to [-1, 1] ---
+
+    def generate(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        c = F.one_hot(target, len(self.domains)).to(x.dtype)
+        c = c[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return self.generator(torch.cat([x, c], dim=1))
+
+    def translate(self, x: torch.Tensor, source: int | str, target: int | str) -> torch.Tensor:
+        domain_index(self.domains, source)  # validated; G infers the source from the image
+        t = domain_index(self.domains, target)
+        targets = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        return (self.generate(x * 2 - 1, targets) + 1) / 2
+
+    # --- the losses ---
+
+    def discriminator_losses(self, real: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor) -> dict:
+        src_real, cls_real = self.discriminator(real)
+        with torch.no_grad():
+            fake = self.generate(real, c_trg)
+        src_fake, _ = self.discriminator(fake)
+        alpha = torch.rand(len(real), 1, 1, 1, device=real.device)
+        gp = gradient_penalty(self.discriminator.critic, real, fake, alpha)
+        adv = -src_real.mean() + src_fake.mean()
+        cls = F.cross_entropy(cls_real, c_org)
+        total = adv + self.config.lambda_cls * cls + self.config.lambda_gp * gp
+        return {"d_loss": total, "d_adv": adv, "d_cls": cls, "gp": gp}
+
+    def generator_losses(self, real: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor) -> dict:
+        fake = self.generate(real, c_trg)
+        src_fake, cls_fake = self.discriminator(fake)
+        adv = -src_fake.mean()
+        cls = F.cross_entropy(cls_fake, c_trg)
+        rec = F.l1_loss(self.generate(fake, c_org), real)
+        total = adv + self.config.lambda_cls * cls + self.config.lambda_rec * rec
+        return {"g_loss": total, "g_adv": adv, "g_cls": cls, "g_rec": rec}
+
+    def train_step(self, batch, progress):
+        x, c_org = batch["x"], batch_domains(batch, self.name)
+        self.recent.add(x, c_org)
+        real = x * 2 - 1
+        c_trg = c_org[torch.randperm(len(c_org)).to(c_org.device)]
+        for opt in self.optimizers.values():
+            set_lr(opt, linear_decay(self.config.lr, progress, self.config.decay_from))
+
+        d = self.discriminator_losses(real, c_org, c_trg)
+        self.optimizers["d"].zero_grad()
+        d["d_loss"].backward()
+        self.optimizers["d"].step()
+        self.d_steps += 1
+
+        if int(self.d_steps) % self.config.n_critic == 0:
+            for p in self.discriminator.parameters():
+                p.requires_grad_(False)
+            g = self.generator_losses(real, c_org, c_trg)
+            self.optimizers["g"].zero_grad()
+            g["g_loss"].backward()
+            self.optimizers["g"].step()
+            for p in self.discriminator.parameters():
+                p.requires_grad_(True)
+            self.g_losses.copy_(torch.stack([g[k].detach() for k in G_LOSSES]))
+        return {**{k: v.item() for k, v in d.items()}, **dict(zip(G_LOSSES, self.g_losses.tolist()))}
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, condition=None):
+        x, source = self.recent.draw(n, generator, self.name)
+        k = len(self.domains)
+        shift = torch.randint(1, k, (n,), generator=generator).to(source.device)
+        target = (source + shift) % k
+        return (self.generate(x * 2 - 1, target) + 1) / 2
+
+
+@genbench.hookimpl
+def register_models(register):
+    register(StarGAN)
