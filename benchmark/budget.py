@@ -20,6 +20,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+try:  # the dispatch mode behind FlopCounterMode (torch >= 2.4)
+    from torch.utils.flop_counter import _FlopCounterMode
+except ImportError:  # older torch: FlopCounterMode is the dispatch mode itself
+    _FlopCounterMode = None
+
 from genbench.errors import BudgetError
 
 _UNITS = {"s": ("seconds", 1.0), "m": ("seconds", 60.0), "h": ("seconds", 3600.0),
@@ -103,6 +108,27 @@ class BudgetMeter:
         return self.usage
 
 
+class TotalFlopCounter(FlopCounterMode):
+    """FlopCounterMode without its per-module tracker.  Only the total is needed, and the tracker's
+    backward hooks make steps that call ``torch.autograd.grad`` on a leaf tensor fail (every
+    gradient penalty: WGAN-GP, StarGAN, progressive GAN)."""
+
+    def __enter__(self):
+        if _FlopCounterMode is None:
+            return super().__enter__()
+        self.flop_counts.clear()
+        self.mode = _FlopCounterMode(self)
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *args):
+        if _FlopCounterMode is None:
+            return super().__exit__(*args)
+        out = self.mode.__exit__(*args)
+        self.mode = None
+        return out
+
+
 class _StepContext:
     def __init__(self, meter: BudgetMeter):
         self.meter = meter
@@ -111,7 +137,7 @@ class _StepContext:
     def __enter__(self):
         m = self.meter
         if m.usage.steps % m.flop_sample_every == 0:
-            self.counter = FlopCounterMode(display=False)
+            self.counter = TotalFlopCounter(display=False)
             self.counter.__enter__()
         m._sync()
         self.t0 = time.perf_counter()

@@ -63,3 +63,16 @@ def test_time_budget_is_honoured_within_5_percent():
     assert 0.5 <= usage.seconds <= 0.5 * 1.05
     assert usage.overrun == pytest.approx(usage.seconds / 0.5 - 1)
     assert usage.steps > 10
+
+
+def test_flops_are_counted_through_a_gradient_penalty():
+    """Steps that differentiate w.r.t. a leaf input (WGAN-GP) must be countable."""
+    critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    meter = BudgetMeter(Budget.parse("2steps"))
+    while not meter.exhausted():
+        with meter.step():
+            x = torch.randn(5, 4, requires_grad=True)
+            (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+            ((grad.norm(dim=1) - 1) ** 2).mean().backward()
+    usage = meter.finish()
+    assert usage.steps == 2 and usage.flops > 2 * (2 * 5 * 4 * 8 + 2 * 5 * 8)
