@@ -53,15 +53,14 @@ def test_flop_budget_counts_every_step_and_stops():
 
 
 def test_time_budget_is_honoured_within_5_percent():
-    meter = BudgetMeter(Budget.parse("0.5s"))
-    a = torch.randn(64, 64)
+    meter = BudgetMeter(Budget.parse("2s"))
+    a = torch.randn(32, 32)
     while not meter.exhausted():
         with meter.step():
-            for _ in range(5):
-                a = torch.tanh(a @ a)
+            a = torch.tanh(a @ a)
     usage = meter.finish()
-    assert 0.5 <= usage.seconds <= 0.5 * 1.05
-    assert usage.overrun == pytest.approx(usage.seconds / 0.5 - 1)
+    assert 2.0 <= usage.seconds <= 2.0 * 1.05
+    assert usage.overrun == pytest.approx(usage.seconds / 2.0 - 1)
     assert usage.steps > 10
 
 
