@@ -2,9 +2,13 @@
 
 from genbench.datasets import BUILTIN_DATASETS
 from genbench.hookspecs import hookimpl
+from genbench.metrics.ais import AISLikelihood
 from genbench.metrics.fidelity import SampleQuality
-from genbench.metrics.likelihood import ExactLikelihood, LatentBounds
+from genbench.metrics.inception import InceptionSampleQuality
+from genbench.metrics.likelihood import ExactLikelihood
 from genbench.metrics.modes import Modes
+from genbench.metrics.parzen import ParzenWindow
+from genbench.metrics.posterior import AggregatePosteriorMMD, PosteriorGaps
 
 
 @hookimpl
@@ -15,5 +19,6 @@ def register_datasets(register):
 
 @hookimpl
 def register_metrics(register):
-    for metric in (SampleQuality(), ExactLikelihood(), LatentBounds(), Modes()):
+    for metric in (SampleQuality(), InceptionSampleQuality(), ExactLikelihood(), AISLikelihood(), PosteriorGaps(),
+                   AggregatePosteriorMMD(), ParzenWindow(), Modes()):
         register(metric)

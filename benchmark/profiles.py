@@ -24,6 +24,24 @@ class Profile:
     n_likelihood_points: int  # test points for likelihood metrics (at most the test split)
     n_mode_samples: int  # samples for the toy-mixture mode metrics
     extra: dict = field(default_factory=dict)  # settings added by plugins' metrics
+    # annealed importance sampling (Wu et al. 2017) and its BDMC check (genbench.metrics.ais)
+    ais_steps: int = 100  # intermediate distributions (sigmoidal schedule)
+    ais_chains: int = 4  # chains per data point
+    ais_leapfrog: int = 5  # leapfrog steps per HMC transition
+    ais_chunk_rows: int = 4000  # chains run as one batch (points x chains)
+    ais_points: int = 100  # test points of AIS and of every posterior-gap column
+    bdmc_points: int = 16  # points simulated from the model for the BDMC gap (0 = skip)
+    obs_sigma_grid: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # GANs' observation sigma
+    obs_sigma_val_points: int = 16  # validation points that choose it
+    # Parzen window (genbench.metrics.parzen)
+    parzen_samples: int = 2000
+    parzen_sigmas: int = 20  # size of the log grid of bandwidths, 1e-3 .. 10**0.5
+    parzen_val_points: int = 500  # validation points that choose the bandwidth
+    # local posteriors q* (Cremer et al. 2018; genbench.metrics.posterior)
+    qstar_steps: int = 300  # Adam steps at most
+    qstar_samples: int = 4  # Monte Carlo samples per step
+    qstar_lr: float = 1e-2
+    qstar_tol: float = 1e-3  # stop when the bound's relative change over a window falls below this
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -35,12 +53,20 @@ PROFILES = {
         n_fid_samples=1000, n_reference=10_000, kid_subsets=50, kid_subset_size=500, is_splits=10,
         prc_neighborhood=3, iwae_k=1000, iwae_chunk_rows=4000, n_likelihood_points=447,
         n_mode_samples=2500,
+        ais_steps=100, ais_chains=4, ais_leapfrog=5, ais_points=100, bdmc_points=16,
+        obs_sigma_grid=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5), obs_sigma_val_points=16,
+        parzen_samples=2000, parzen_sigmas=20, parzen_val_points=500,
+        qstar_steps=300, qstar_samples=4, qstar_lr=1e-2, qstar_tol=1e-3,
     ),
     "standard": Profile(
         name="standard", budget="10m",
         n_fid_samples=5000, n_reference=50_000, kid_subsets=100, kid_subset_size=1000, is_splits=10,
         prc_neighborhood=3, iwae_k=5000, iwae_chunk_rows=4000, n_likelihood_points=10_000,
         n_mode_samples=2500,
+        ais_steps=10_000, ais_chains=16, ais_leapfrog=10, ais_points=1000, bdmc_points=100,
+        obs_sigma_grid=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3), obs_sigma_val_points=100,
+        parzen_samples=10_000, parzen_sigmas=30, parzen_val_points=2000,
+        qstar_steps=5000, qstar_samples=10, qstar_lr=1e-3, qstar_tol=1e-4,
     ),
     # for tests: tiny counts, same code paths
     "test": Profile(
@@ -48,6 +74,10 @@ PROFILES = {
         n_fid_samples=200, n_reference=500, kid_subsets=10, kid_subset_size=100, is_splits=2,
         prc_neighborhood=3, iwae_k=20, iwae_chunk_rows=2000, n_likelihood_points=50,
         n_mode_samples=500,
+        ais_steps=10, ais_chains=2, ais_leapfrog=2, ais_points=8, bdmc_points=4,
+        obs_sigma_grid=(0.05, 0.1), obs_sigma_val_points=4,
+        parzen_samples=200, parzen_sigmas=8, parzen_val_points=100,
+        qstar_steps=20, qstar_samples=2, qstar_lr=1e-2, qstar_tol=1e-3,
     ),
 }
 

@@ -64,7 +64,7 @@ def test_builtin_families_load_through_entry_points(manager):
     assert manager.plugin_of("model", "vae") == "vae"
     assert manager.plugin_of("model", "planar-flow") == "planar_flow"
     assert {"digits", "ring8", "grid25", "mnist"} <= set(manager.datasets)
-    assert {"sample_quality", "exact_likelihood", "latent_bounds", "modes"} <= set(manager.metrics)
+    assert {"sample_quality", "exact_likelihood", "posterior_gaps", "modes"} <= set(manager.metrics)
 
 
 def test_local_plugin_file_registers_and_runs(tmp_path):

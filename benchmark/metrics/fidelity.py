@@ -62,7 +62,7 @@ def fidelity_metrics(gen: FeatureSet, ref: FeatureSet, profile: Profile, seed: i
     )
     out[KID] = kid[KEY_METRIC_KID_MEAN]
     # torch-fidelity's convention: features_1 = generated, features_2 = real.  Its results are
-    # checked against the definitions of Kynkaenniemi et al. (2019) in tests/test_fidelity.py.
+    # checked against the definitions of Kynkaenniemi et al. (2019) in tests/test_metrics_inception.py.
     prc = prc_features_to_metric(
         gen.features.float(), ref.features.float(), prc_neighborhood=profile.prc_neighborhood,
         prc_batch_size=1000, save_cpu_ram=True, verbose=False,

@@ -1,4 +1,5 @@
-"""Likelihood metrics with the estimator named: exact (flows) and ELBO / IWAE (latent models).
+"""Likelihood metrics with the estimator named: exact (flows), and the ELBO / IWAE estimators that the
+posterior-gap metric (:mod:`genbench.metrics.posterior`) reports for latent-variable models.
 
 All image likelihoods are densities of uniformly dequantised data on [0, 1]^D (one dequantisation
 for every family, see ``DataSpec.dequantize``), reported in nats per example and in bits/dim.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
@@ -17,7 +19,7 @@ LIKELIHOOD_CHUNK = 500
 
 
 def dequantized_test(ctx: EvalContext) -> torch.Tensor:
-    x = ctx.test_points()["x"]
+    x = ctx.test_points()["x"].cpu()  # the generator lives on the CPU: same noise on every device
     return ctx.dataset.spec.dequantize(x, generator=ctx.generator(1).manual_seed(1234)).to(ctx.device)
 
 
@@ -50,7 +52,9 @@ def log_weights(model: GenerativeModel, x: torch.Tensor, k: int) -> torch.Tensor
     q = model.encode(x)
     z = q.rsample((k,))  # (k, n, d)
     log_q = q.log_prob(z)
-    log_px_z = model.decode(z).log_prob(x.expand(k, *x.shape))
+    # decoded as k*n rows of 2-D latents: convolutional decoders accept no extra batch dimension
+    x_rows = x.repeat(k, *([1] * (x.dim() - 1)))
+    log_px_z = model.decode(z.reshape(k * len(x), *z.shape[2:])).log_prob(x_rows).view(k, len(x))
     return log_px_z + model.prior().log_prob(z) - log_q
 
 
@@ -74,21 +78,3 @@ def elbo_and_iwae(model: GenerativeModel, x: torch.Tensor, k: int,
         elbos.append((total / k).cpu())
         iwaes.append((lse - math.log(k)).cpu())
     return torch.cat(elbos), torch.cat(iwaes)
-
-
-class LatentBounds(Metric):
-    name = "latent_bounds"
-    columns = {"elbo": "higher", "iwae": "higher", "inference_gap_iwae": "lower", "iwae_bpd": "lower"}
-    needs = frozenset({Capability.LATENT})
-
-    def estimator(self, profile: Profile) -> str:
-        return (f"ELBO (mean of K={profile.iwae_k} samples) and IWAE bound K={profile.iwae_k} on "
-                f"{profile.n_likelihood_points} dequantised test points; gap = IWAE - ELBO")
-
-    def compute(self, ctx: EvalContext) -> dict[str, float]:
-        x = dequantized_test(ctx)
-        torch.manual_seed(ctx.seed)  # rsample draws from the global generator
-        elbo, iwae = elbo_and_iwae(ctx.model, x, ctx.profile.iwae_k, ctx.profile.iwae_chunk_rows)
-        return {"elbo": float(elbo.mean()), "iwae": float(iwae.mean()),
-                "inference_gap_iwae": float((iwae - elbo).mean()),
-                "iwae_bpd": ctx.dataset.spec.bits_per_dim(-iwae.mean())}

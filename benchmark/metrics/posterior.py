@@ -1,0 +1,285 @@
+"""Posterior gaps and the aggregate posterior of models with an encoder.
+
+Inference suboptimality (Cremer, Li and Duvenaud 2018, "Inference Suboptimality in Variational
+Autoencoders", arXiv:1801.03558).  For a data point x with amortised posterior q(z|x):
+
+* L[q]   -- the ELBO of the encoder's q (Monte Carlo mean over K samples);
+* L[q*]  -- the ELBO of a *local* fully factorised Gaussian q*(z) = N(mu, diag sigma^2) optimised for
+  that point alone (initialised from the encoder's mean and std where it has them, batched over
+  points, Adam on the reparameterised ELBO with the Gaussian's entropy in closed form; when the
+  bound's relative change over a window falls below a tolerance the step shrinks tenfold, at the next
+  such plateau (or a step limit) the optimisation stops);
+* log p^(x) -- the best available estimate of log p(x): the largest of the IWAE bound with K samples
+  of q, the IWAE bound with K samples of q* (a valid importance sampler too, and never below L[q*])
+  and AIS (:mod:`genbench.metrics.ais`), all averaged over the same points and all reported.
+
+approximation gap = log p^(x) - L[q*], amortization gap = L[q*] - L[q], inference gap = their sum =
+log p^(x) - L[q].  Every column of :class:`PosteriorGaps` is computed on the same test points.
+
+Aggregate posterior vs prior: the unbiased estimate of the squared maximum mean discrepancy (Gretton
+et al. 2012) between samples of q(z) = E_x q(z|x) (one encoder sample per test point; the codes of a
+deterministic encoder) and samples of p(z), with the inverse multiquadratic kernel summed over scales
+as in Tolstikhin et al. 2018 (WAE), the quantity AAE and WAE regularise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from genbench.errors import GenbenchError
+from genbench.metrics import EvalContext, Metric
+from genbench.metrics.ais import ais_on_test, chosen_obs_sigma, evaluating, likelihood_points, obs_sigma, seeded
+from genbench.metrics.likelihood import dequantized_test, elbo_and_iwae
+from genbench.model import Capability, GenerativeModel
+from genbench.profiles import Profile
+
+CHECK_EVERY = 25  # steps per window of the convergence test of q*
+LR_DECAYS, LR_DECAY_FACTOR = 1, 0.1  # on a plateau the step shrinks this often by this factor, then q* stops
+LOG_SCALE_RANGE = (-12.0, 5.0)  # keeps q*'s scales finite where a point's likelihood is flat or spiky
+
+
+@dataclass(frozen=True)
+class QStarSettings:
+    steps: int = 300
+    samples: int = 4
+    lr: float = 1e-2
+    tol: float = 1e-3
+    chunk_rows: int = 4000  # decoder rows per step (points x samples)
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> QStarSettings:
+        return cls(steps=profile.qstar_steps, samples=profile.qstar_samples, lr=profile.qstar_lr,
+                   tol=profile.qstar_tol, chunk_rows=profile.iwae_chunk_rows)
+
+
+def _decode_log_prob(model: GenerativeModel, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) for z of shape (k, n, d) and x of shape (n, ...): decoded as k*n rows of 2-D latents
+    (convolutional decoders take only those), returned as (k, n)."""
+    k, n = z.shape[:2]
+    x_rows = x.repeat(k, *([1] * (x.dim() - 1)))
+    return model.decode(z.reshape(k * n, *z.shape[2:])).log_prob(x_rows).view(k, n)
+
+
+def encoder_moments(model: GenerativeModel, x: torch.Tensor, samples: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log std of q(z|x) per point: the distribution's own moments where it has them (a
+    Gaussian encoder), else moments of its samples (e.g. a flow posterior)."""
+    with torch.no_grad():
+        q = model.encode(x)
+        try:
+            mean, std = q.mean, q.stddev
+            if mean.shape != std.shape or not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                raise ValueError("moments unavailable")
+        except (NotImplementedError, ValueError, AttributeError):
+            z = q.rsample((samples,))
+            mean, std = z.mean(0), z.std(0)
+    return mean.float(), std.clamp_min(1e-6).log().float().clamp(*LOG_SCALE_RANGE)
+
+
+def gaussian_elbo_terms(model: GenerativeModel, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                        k: int) -> torch.Tensor:
+    """log p(x, z) - log q(z) for k reparameterised samples of N(mean, diag exp(log_std)^2): (k, n)."""
+    eps = torch.randn(k, *mean.shape, device=mean.device, dtype=mean.dtype)
+    z = mean + log_std.exp() * eps
+    log_q = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return _decode_log_prob(model, z, x) + model.prior().log_prob(z) - log_q
+
+
+def fit_local_posteriors(model: GenerativeModel, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                         settings: QStarSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Optimise a Gaussian q*(z) per point (all points of ``x`` at once); returns its mean, log std
+    and the number of steps taken.  The model's parameters are not touched."""
+    mu = mean.detach().clone().requires_grad_(True)
+    ls = log_std.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu, ls], lr=settings.lr)
+    d = mu.shape[-1]
+    entropy_const = 0.5 * d * (1 + math.log(2 * math.pi))
+    window = torch.zeros((), dtype=torch.float64, device=mu.device)
+    previous = None
+    step = plateaus = 0
+    with torch.enable_grad():
+        for step in range(1, settings.steps + 1):
+            ls_c = ls.clamp(*LOG_SCALE_RANGE)
+            eps = torch.randn(settings.samples, *mu.shape, device=mu.device, dtype=mu.dtype)
+            z = mu + ls_c.exp() * eps
+            log_joint = _decode_log_prob(model, z, x) + model.prior().log_prob(z)
+            # closed-form entropy of the Gaussian: lower variance than a Monte Carlo log q
+            elbo = log_joint.mean(0) + ls_c.sum(-1) + entropy_const
+            grads = torch.autograd.grad(-elbo.sum(), [mu, ls])
+            for p, g in zip((mu, ls), grads):
+                p.grad = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+            opt.step()
+            window += elbo.detach().double().mean()
+            if step % CHECK_EVERY == 0:
+                current = float(window) / CHECK_EVERY
+                window.zero_()
+                if previous is not None and abs(current - previous) <= settings.tol * max(abs(previous), 1.0):
+                    if plateaus == LR_DECAYS:
+                        break
+                    # at a plateau the iterate jitters at the scale of the step: shrink the step
+                    plateaus += 1
+                    for group in opt.param_groups:
+                        group["lr"] *= LR_DECAY_FACTOR
+                previous = current
+    return mu.detach(), ls.detach().clamp(*LOG_SCALE_RANGE), step
+
+
+@torch.no_grad()
+def gaussian_bounds(model: GenerativeModel, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, k: int,
+                    chunk_rows: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """ELBO (mean over k samples) and IWAE bound of a per-point Gaussian q, as ``elbo_and_iwae`` does
+    for the encoder's q: per point, float64 on the CPU."""
+    elbos, iwaes = [], []
+    per_chunk = max(1, chunk_rows // k)
+    sample_chunk = min(k, chunk_rows)
+    for xc, mc, lc in zip(x.split(per_chunk), mean.split(per_chunk), log_std.split(per_chunk)):
+        lse, total = None, None
+        for start in range(0, k, sample_chunk):
+            lw = gaussian_elbo_terms(model, xc, mc, lc, min(sample_chunk, k - start)).double()
+            part = torch.logsumexp(lw, 0)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+            total = lw.sum(0) if total is None else total + lw.sum(0)
+        elbos.append((total / k).cpu())
+        iwaes.append((lse - math.log(k)).cpu())
+    return torch.cat(elbos), torch.cat(iwaes)
+
+
+@dataclass
+class GapResult:
+    elbo: torch.Tensor  # L[q] per point
+    iwae: torch.Tensor
+    ais: torch.Tensor | None
+    elbo_qstar: torch.Tensor  # L[q*] per point
+    iwae_qstar: torch.Tensor  # IWAE bound with q* as the proposal, from the same samples as L[q*]
+    qstar_steps: int
+
+    def columns(self) -> dict[str, float]:
+        """Dataset-level numbers.  log p^(x) is the largest of the mean estimates (all stochastic lower
+        bounds): IWAE with q, IWAE with q* and AIS; a per-point maximum of noisy estimates would bias
+        it upward.  IWAE with q* is never below L[q*] (same samples, Jensen), so the approximation
+        gap is never negative."""
+        elbo, qstar = float(self.elbo.mean()), float(self.elbo_qstar.mean())
+        candidates = {"iwae": float(self.iwae.mean()), "iwae_qstar": float(self.iwae_qstar.mean())}
+        if self.ais is not None:
+            candidates["ais"] = float(self.ais.mean())
+        log_px = max(candidates.values())
+        return {"elbo": elbo, **candidates, "elbo_qstar": qstar, "log_px": log_px,
+                "approx_gap": log_px - qstar, "amort_gap": qstar - elbo, "inference_gap": log_px - elbo,
+                "qstar_steps": float(self.qstar_steps)}
+
+
+def posterior_gaps(model: GenerativeModel, x: torch.Tensor, k: int, settings: QStarSettings,
+                   ais: torch.Tensor | None = None) -> GapResult:
+    """L[q], IWAE (k samples), L[q*] (k samples of the optimised q*) on the points ``x``; ``ais`` is
+    an AIS estimate on the same points, if one was computed."""
+    elbo, iwae = elbo_and_iwae(model, x, k, settings.chunk_rows)
+    mean, log_std = encoder_moments(model, x)
+    per_chunk = max(1, settings.chunk_rows // settings.samples)
+    qstar, qstar_iwae, steps = [], [], 0
+    for xc, mc, lc in zip(x.split(per_chunk), mean.split(per_chunk), log_std.split(per_chunk)):
+        mu, ls, taken = fit_local_posteriors(model, xc, mc, lc, settings)
+        steps = max(steps, taken)
+        bound, iw = gaussian_bounds(model, xc, mu, ls, k, settings.chunk_rows)
+        qstar.append(bound)
+        qstar_iwae.append(iw)
+    return GapResult(elbo=elbo, iwae=iwae, ais=ais, elbo_qstar=torch.cat(qstar), iwae_qstar=torch.cat(qstar_iwae),
+                     qstar_steps=steps)
+
+
+class PosteriorGaps(Metric):
+    """ELBO, IWAE, AIS, L[q*] and the three gaps of Cremer et al. 2018, all on the same points."""
+
+    name = "posterior_gaps"
+    columns = {"elbo": "higher", "iwae": "higher", "iwae_bpd": "lower", "elbo_qstar": "higher",
+               "iwae_qstar": "higher", "log_px": "higher", "approx_gap": "lower", "amort_gap": "lower",
+               "inference_gap": "lower"}
+    needs = frozenset({Capability.LATENT})
+
+    def estimator(self, profile: Profile) -> str:
+        return (f"Cremer et al. 2018 on {profile.ais_points} dequantised test points: ELBO L[q] and IWAE with "
+                f"K={profile.iwae_k} samples; q* a diagonal Gaussian per point, init from the encoder, Adam "
+                f"lr={profile.qstar_lr}, {profile.qstar_samples} samples/step, <= {profile.qstar_steps} steps, "
+                f"tol {profile.qstar_tol}, L[q*] and IWAE(q*) with K={profile.iwae_k}; log p^(x) = max of mean "
+                f"IWAE(q), IWAE(q*), AIS (AIS of the 'ais' metric, same points)")
+
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        sigma, _ = chosen_obs_sigma(ctx)
+        ais = ais_on_test(ctx).log_px
+        x = likelihood_points(ctx)
+        settings = QStarSettings.from_profile(ctx.profile)
+        with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
+            result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais)
+        out = result.columns()
+        out["iwae_bpd"] = ctx.dataset.spec.bits_per_dim(-result.iwae.mean())
+        return out
+
+
+# --- aggregate posterior vs prior -------------------------------------------------------------------
+
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def imq_kernel(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    return c / (c + torch.cdist(a, b).pow(2))
+
+
+def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> float:
+    """Unbiased estimate of MMD^2 between samples ``x`` (n, d) and ``y`` (m, d) with the inverse
+    multiquadratic kernel k(a, b) = C / (C + |a - b|^2) summed over C = 2 d scale^2 s for s in
+    IMQ_SCALES (Tolstikhin et al. 2018); ``scale`` is the prior's standard deviation."""
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise GenbenchError(f"MMD needs two sample matrices with the same width, got {tuple(x.shape)} "
+                            f"and {tuple(y.shape)}")
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        raise GenbenchError(f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}")
+    x, y = x.double(), y.double()
+    d = x.shape[1]
+    total = 0.0
+    for s in IMQ_SCALES:
+        c = 2.0 * d * scale**2 * s
+        kxx, kyy, kxy = imq_kernel(x, x, c), imq_kernel(y, y, c), imq_kernel(x, y, c)
+        total += float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+                       + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+    return total
+
+
+def has_codes(model_cls) -> bool:
+    return callable(getattr(model_cls, "codes", None))
+
+
+@torch.no_grad()
+def aggregate_posterior_samples(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
+    """One sample of q(z|x) per point (the codes of a deterministic encoder): samples of q(z)."""
+    if model.has(Capability.LATENT):
+        return model.encode(x).rsample().flatten(1)
+    if has_codes(type(model)):
+        return model.codes(x).flatten(1)
+    raise GenbenchError(f"{model.name} has no encoder: declare the 'latent' capability or define codes(x)")
+
+
+class AggregatePosteriorMMD(Metric):
+    """How far the aggregate posterior q(z) sits from the prior p(z)."""
+
+    name = "aggregate_posterior"
+    columns = {"agg_mmd": "lower"}
+
+    def applies(self, model_cls, dataset):
+        if not (Capability.LATENT in model_cls.capabilities or has_codes(model_cls)):
+            return False, "needs an encoder (latent capability, or codes(x) with prior())"
+        return super().applies(model_cls, dataset)
+
+    def estimator(self, profile: Profile) -> str:
+        return (f"unbiased MMD^2, IMQ kernel summed over C = 2 d var_p s, s in {list(IMQ_SCALES)}, between one "
+                f"q(z|x) sample (or code) per test point ({profile.n_likelihood_points} points) and as many "
+                f"prior samples")
+
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        x = dequantized_test(ctx)
+        with seeded(ctx.seed + 19, ctx.device), evaluating(ctx.model):
+            q = aggregate_posterior_samples(ctx.model, x)
+            p = ctx.model.prior().sample((len(q),)).flatten(1)
+        scale = float(p.double().var(0).mean().sqrt())
+        return {"agg_mmd": mmd_unbiased(q, p, scale=scale)}
