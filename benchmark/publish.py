@@ -1,0 +1,831 @@
+"""`genbench publish`: leaderboards a reader can trust, open and merge.
+
+From the trial records of a runs folder (what `genbench run` writes) this writes, per suite and
+dataset::
+
+    <out>/<suite>/<dataset>.csv          one row per (model, budget): each metric as the mean over
+                                         seeds and the half-width of its 95% interval (``<col>_ci95``),
+                                         the status, and the row's provenance
+    <out>/<suite>/<dataset>-trials.csv   one row per trial (every seed): the source of the rows above
+    <out>/<suite>/samples/*.png          one sample grid per row (its lowest seed that finished)
+    <out>/<suite>/plots/*.png            budget curves: a headline metric against the budget
+    <out>/README.md                      every table rendered as one page
+
+Every row says where it came from: genbench, torch, torch-fidelity and Python versions, the git
+commit of the code that ran, the device, the budget (kind, amount, what was used), the evaluation
+profile, each estimator's settings and sample counts (``estimators``, JSON), the feature extractor
+and its weights hash, the model config and its hash, the date the row's last trial finished, and
+the command that reproduces it.
+
+What makes the files trustworthy:
+
+* Deterministic.  The same records give byte-identical CSVs: no publish-time dates, rows and
+  columns in a fixed order, floats written as Python's shortest repr that reads back to the same
+  float (``float(cell)`` is exactly the recorded value).
+* Mergeable.  Rows are keyed by (model, budget) within a (suite, dataset) file.  Records for a key
+  replace the published trials of that key when their config hash differs (the config or the
+  protocol changed) and join them seed by seed when it is the same (more seeds, or seeds run on
+  another machine); keys the records do not mention are kept as published.  The per-trial CSV is
+  the source of truth: the leaderboard CSV is recomputed from it, so a row is never duplicated.
+* Safe to open.  A text cell that a spreadsheet would run as a formula (one starting with ``=``,
+  ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading apostrophe, and so does one
+  starting with an apostrophe, so reading a cell back is unambiguous (:func:`unescape_text`).
+  Numbers are never written as text, so negative numbers stay numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+import shlex
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from genbench.errors import GenbenchError
+from genbench.results import REFERENCE_MODEL, atomic_write_bytes, atomic_write_text, ci95, load_records
+
+TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
+
+# Metric columns a reader looks for first; the CSVs put those present in this order, then every
+# other metric column alphabetically (an order that depends on the data only, never on which
+# plugins are installed at publish time).
+HEADLINE = ("fid", "precision", "recall", "modes", "hq_pct", "bpd", "iwae_bpd", "ais_bpd", "mode_kl", "nll",
+            "iwae", "ais", "kid", "is", "elbo", "cycle_error", "target_accuracy", "fid_target", "fid_inception")
+TABLE_METRICS = 6  # metric columns of a README table; the CSV linked under it has all of them
+# a README table shows a likelihood once: in bits/dim where there is a bits/dim column
+TWINS = {"nll": "bpd", "iwae": "iwae_bpd", "ais": "ais_bpd"}
+# Budget curves: per group, the first column present is plotted (bits/dim where there is one).
+CURVES = (("fid",), ("bpd", "nll"), ("iwae_bpd", "iwae"), ("ais_bpd", "ais"), ("hq_pct",), ("fid_target",))
+BUDGET_UNITS = {"seconds": "device seconds", "steps": "optimisation steps", "flops": "FLOPs"}
+
+# Columns of the per-trial CSV around the metric columns, with the type each is written as.
+TRIAL_HEAD = (("suite", TEXT), ("dataset", TEXT), ("model", TEXT), ("family", TEXT), ("budget", TEXT),
+              ("budget_kind", TEXT), ("budget_amount", FLOAT), ("seed", INT), ("status", TEXT),
+              ("used_seconds", FLOAT), ("used_steps", INT), ("used_flops", FLOAT), ("flops_exact", BOOL),
+              ("overrun", FLOAT), ("train_s", FLOAT), ("eval_s", FLOAT))
+PROVENANCE = (("profile", TEXT), ("estimators", TEXT), ("extractor", TEXT), ("extractor_weights", TEXT),
+              ("config_hash", TEXT), ("config", TEXT), ("plugin", TEXT), ("device", TEXT),
+              ("genbench_version", TEXT), ("torch_version", TEXT), ("torch_fidelity_version", TEXT),
+              ("python_version", TEXT), ("git_commit", TEXT))
+TRIAL_TAIL = (("reason", TEXT), ("fault", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), *PROVENANCE,
+              ("trial_key", TEXT), ("trial_id", TEXT), ("started", TEXT), ("finished", TEXT), ("command", TEXT),
+              ("samples", TEXT))
+# Columns of the leaderboard CSV around the metric columns (each metric ``m`` is ``m``, ``m_ci95``).
+BOARD_HEAD = (("suite", TEXT), ("dataset", TEXT), ("model", TEXT), ("family", TEXT), ("budget", TEXT),
+              ("budget_kind", TEXT), ("budget_amount", FLOAT), ("status", TEXT), ("seeds", INT),
+              ("seeds_ok", INT), ("used_seconds", FLOAT), ("used_steps", FLOAT), ("used_flops", FLOAT))
+BOARD_TAIL = (("reason", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), *PROVENANCE, ("date", TEXT),
+              ("command", TEXT), ("samples", TEXT))
+KEY = ("model", "budget_kind", "budget_amount")  # a row of a (suite, dataset) file
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def escape_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading apostrophe before a formula start."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def unescape_text(cell: str) -> str:
+    """The text that :func:`escape_text` escaped."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def format_cell(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if kind == TEXT:
+        return escape_text(str(value))
+    if kind == BOOL:
+        return "true" if value else "false"
+    if kind == INT:
+        return str(int(value))
+    value = float(value)
+    return repr(value) if math.isfinite(value) else ""
+
+
+def parse_cell(cell: str, kind: str, where: str):
+    if kind == TEXT:
+        return unescape_text(cell)
+    if cell == "":
+        return None
+    try:
+        if kind == BOOL:
+            return {"true": True, "false": False}[cell.lower()]
+        if kind == INT:
+            return int(cell)
+        return float(cell)
+    except (KeyError, ValueError):
+        raise GenbenchError(f"{where}: {cell!r} is not a {kind}; the published CSVs are written by "
+                            "`genbench publish`: restore the file from version control or delete it to publish "
+                            "afresh") from None
+
+
+def order_metrics(columns: Iterable[str]) -> list[str]:
+    columns = set(columns)
+    return [c for c in HEADLINE if c in columns] + sorted(columns - set(HEADLINE))
+
+
+@dataclass
+class Table:
+    """One published CSV: typed columns and rows of plain Python values (text unescaped)."""
+
+    columns: list[str]
+    types: dict[str, str]
+    rows: list[dict] = field(default_factory=list)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([escape_text(c) for c in self.columns])
+        for row in self.rows:
+            writer.writerow([format_cell(row.get(c), self.types[c]) for c in self.columns])
+        return buf.getvalue()
+
+    def frame(self) -> pd.DataFrame:
+        """The table as pandas sees it once read back (numbers as floats, text as text)."""
+        return pd.DataFrame([[row.get(c) for c in self.columns] for row in self.rows], columns=self.columns)
+
+    @classmethod
+    def read(cls, path: Path, head: tuple, tail: tuple, metric_suffix: bool = False) -> Table:
+        fixed = dict(head + tail)
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [unescape_text(c) for c in next(reader)]
+            except StopIteration:
+                header = []
+            missing = [c for c in (*KEY, "seed" if not metric_suffix else "seeds", "config_hash") if c not in header]
+            if missing:
+                raise GenbenchError(f"{path} is not a genbench leaderboard CSV (no columns {missing}); move it "
+                                    "away or choose another --out")
+            types = {c: fixed.get(c, FLOAT) for c in header}
+            rows = []
+            for n, cells in enumerate(reader, start=2):
+                if len(cells) != len(header):
+                    raise GenbenchError(f"{path}, line {n}: {len(cells)} cells for {len(header)} columns; restore "
+                                        "the file from version control or delete it to publish afresh")
+                rows.append({c: parse_cell(v, types[c], f"{path}, line {n}, column {c}")
+                             for c, v in zip(header, cells)})
+        return cls(header, types, rows)
+
+
+def trial_table(rows: list[dict]) -> Table:
+    metrics = order_metrics({c for r in rows for c in r} - {c for c, _ in TRIAL_HEAD + TRIAL_TAIL})
+    types = {**dict(TRIAL_HEAD), **{m: FLOAT for m in metrics}, **dict(TRIAL_TAIL)}
+    return Table([c for c, _ in TRIAL_HEAD] + metrics + [c for c, _ in TRIAL_TAIL], types, sort_rows(rows))
+
+
+def board_table(rows: list[dict], metrics: list[str]) -> Table:
+    cols = [c for m in metrics for c in (m, f"{m}_ci95")]
+    types = {**dict(BOARD_HEAD), **{c: FLOAT for c in cols}, **dict(BOARD_TAIL)}
+    return Table([c for c, _ in BOARD_HEAD] + cols + [c for c, _ in BOARD_TAIL], types, sort_rows(rows))
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Budgets in order, models by name, the reference row last, seeds in order."""
+    return sorted(rows, key=lambda r: (r["model"] == REFERENCE_MODEL, r["budget_kind"], r["budget_amount"],
+                                       r["model"], r.get("seed") or 0))
+
+
+# ----------------------------------------------------------------------------- records -> trial rows
+
+
+def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict) -> str:
+    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it)."""
+    blob = json.dumps({"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile,
+                       "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _record_setup(rec: dict) -> str:
+    b = rec["budget"]
+    return setup_hash(rec["model"], rec["dataset"], b["kind"], b["amount"], rec.get("profile", ""),
+                      rec.get("config") or {})
+
+
+def _known_config(rec: dict) -> bool:
+    # a trial that died before its config was built (a crashed or hung worker) records {}
+    return bool(rec.get("config")) or rec.get("status") == "reference"
+
+
+def select_records(records: list[dict]) -> dict[tuple, list[dict]]:
+    """Per (suite, dataset, model, budget kind, amount): the records of its newest setup, one per seed.
+
+    A runs folder can hold several setups of one row (the config or the profile changed between
+    runs); the one whose latest trial finished last is the row.  Failed records that do not know
+    their config fill in the seeds that setup lacks."""
+    by_row: dict[tuple, list[dict]] = defaultdict(list)
+    for rec in records:
+        b = rec["budget"]
+        by_row[(rec["suite"], rec["dataset"], rec["model"], b["kind"], float(b["amount"]))].append(rec)
+    out = {}
+    for row_key, recs in by_row.items():
+        setups: dict[str, list[dict]] = defaultdict(list)
+        for rec in recs:
+            if _known_config(rec):
+                setups[_record_setup(rec)].append(rec)
+        unknown = [r for r in recs if not _known_config(r)]
+        if setups:
+            chosen = max(setups, key=lambda h: (max(r.get("finished") or "" for r in setups[h]), h))
+            picked = _one_per_seed(setups[chosen])
+            seen = {r["seed"] for r in picked}
+            picked += [r for r in _one_per_seed(unknown) if r["seed"] not in seen]
+            setup = chosen
+        else:
+            picked = _one_per_seed(unknown)
+            setup = _record_setup(picked[0])
+        out[row_key] = [(rec, setup) for rec in sorted(picked, key=lambda r: r["seed"])]
+    return out
+
+
+def _one_per_seed(recs: list[dict]) -> list[dict]:
+    newest = {}
+    for rec in sorted(recs, key=lambda r: (r.get("finished") or "", r.get("trial_id") or "")):
+        newest[rec["seed"]] = rec
+    return list(newest.values())
+
+
+def _pairs(mapping: dict | None) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in sorted((mapping or {}).items()))
+
+
+def split_extractor(fingerprint: str | None) -> tuple[str, str]:
+    """"name@hash; name@hash" -> ("name; name", "hash; hash")."""
+    if not fingerprint:
+        return "", ""
+    names, hashes = [], []
+    for part in fingerprint.split("; "):
+        name, _, weights = part.partition("@")
+        names.append(name)
+        hashes.append(weights)
+    return "; ".join(names), "; ".join(hashes)
+
+
+def budget_text(budget: dict) -> str:
+    return "" if budget["kind"] == "none" else str(budget.get("text") or budget["amount"])
+
+
+def reproduce_command(suite: str, model: str, dataset: str, budget: str, seeds: int, profile: str,
+                      overrides: dict | None = None) -> str:
+    """The `genbench run` command that produces the row (finished trials are skipped, so running it
+    where the row's records are only adds what is missing)."""
+    if model == REFERENCE_MODEL:
+        parts = ["genbench", "run", "--model", "MODEL", "--dataset", dataset, "--profile", profile]
+        if suite != profile:
+            parts += ["--suite", suite]
+        return shlex.join(parts) + "  # MODEL: any model; every run on an image dataset computes this row"
+    parts = ["genbench", "run", "--model", model, "--dataset", dataset, "--budget", budget, "--seeds", str(seeds),
+             "--profile", profile]
+    if suite != profile:
+        parts += ["--suite", suite]
+    text = shlex.join(parts)
+    if overrides:
+        sets = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(overrides.items()))
+        text += f"  # plus --suite-file FILE.toml with [config.{model}] {sets}"
+    return text
+
+
+def config_overrides(model: str, config: dict, defaults: dict[str, dict]) -> dict | None:
+    """The fields of ``config`` that differ from the family's defaults (None: family unknown here)."""
+    if model not in defaults or not config:
+        return None
+    base = json.loads(json.dumps(defaults[model], default=str))
+    return {k: v for k, v in config.items() if base.get(k, object()) != v}
+
+
+def trial_row(rec: dict, setup: str, defaults: dict[str, dict]) -> dict:
+    """One record as a flat row of the per-trial CSV."""
+    used, timings, ver = rec.get("used") or {}, rec.get("timings") or {}, rec.get("versions") or {}
+    budget = rec["budget"]
+    extractor, weights = split_extractor(rec.get("extractor"))
+    config = rec.get("config") or {}
+    profile = rec.get("profile", "")
+    row = {
+        "suite": rec["suite"], "dataset": rec["dataset"], "model": rec["model"], "family": rec.get("family") or "",
+        "budget": budget_text(budget), "budget_kind": budget["kind"], "budget_amount": float(budget["amount"]),
+        "seed": int(rec["seed"]), "status": rec["status"],
+        "used_seconds": used.get("seconds"), "used_steps": used.get("steps"), "used_flops": used.get("flops"),
+        "flops_exact": used.get("flops_exact"), "overrun": used.get("overrun"),
+        "train_s": timings.get("train_s"), "eval_s": timings.get("eval_s"),
+        "reason": rec.get("reason") or "", "fault": rec.get("fault") or "",
+        "metric_errors": _pairs(rec.get("metric_errors")), "empty_cells": _pairs(rec.get("not_applicable")),
+        "profile": profile, "estimators": json.dumps(rec.get("estimators") or {}, sort_keys=True),
+        "extractor": extractor, "extractor_weights": weights, "config_hash": setup,
+        "config": json.dumps(config, sort_keys=True) if config else "", "plugin": rec.get("plugin") or "",
+        "device": rec.get("device") or "", "genbench_version": ver.get("genbench", ""),
+        "torch_version": ver.get("torch", ""), "torch_fidelity_version": ver.get("torch_fidelity", ""),
+        "python_version": ver.get("python", ""),
+        "git_commit": ver.get("git_commit") or rec.get("git_commit") or "unknown",
+        "trial_key": rec.get("config_hash") or "", "trial_id": rec.get("trial_id") or "",
+        "started": rec.get("started") or "", "finished": rec.get("finished") or "",
+        "command": reproduce_command(rec["suite"], rec["model"], rec["dataset"], budget_text(budget),
+                                     int(rec["seed"]) + 1, profile,
+                                     config_overrides(rec["model"], config, defaults)),
+        "samples": "",
+    }
+    for name, value in (rec.get("metrics") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row[name] = float(value)
+    return row
+
+
+# ----------------------------------------------------------------------------- trial rows -> leaderboard rows
+
+
+def _joined(rows: list[dict], column: str) -> str:
+    """The distinct values of a provenance column over a row's trials (normally exactly one)."""
+    seen = []
+    for r in rows:
+        v = r.get(column) or ""
+        if v and v not in seen:
+            seen.append(v)
+    return " | ".join(seen)
+
+
+def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict]) -> dict:
+    """The leaderboard row of one (model, budget): means and 95% intervals over the seeds that
+    finished; status ok / partial / failed / reference; failed seeds with their reasons."""
+    rows = sorted(rows, key=lambda r: r["seed"])
+    ok = [r for r in rows if r["status"] in ("ok", "reference")]
+    first = (ok or rows)[0]
+    if first["status"] == "reference":
+        status = "reference"
+    else:
+        status = "ok" if ok and len(ok) == len(rows) else ("partial" if ok else "failed")
+    out = {c: first[c] for c in ("suite", "dataset", "model", "family", "budget", "budget_kind", "budget_amount")}
+    out.update(status=status, seeds=len(rows), seeds_ok=len(ok))
+    for key in ("used_seconds", "used_steps", "used_flops"):
+        out[key] = ci95([r.get(key) for r in ok])[0] if ok else None
+    for m in metrics:
+        mean, half = ci95([r.get(m) for r in ok])
+        out[m], out[f"{m}_ci95"] = mean, half
+    out["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in rows if r["status"] == "failed")
+    out["metric_errors"] = "; ".join(f"seed {r['seed']}: {r['metric_errors']}" for r in rows if r["metric_errors"])
+    out["empty_cells"] = first.get("empty_cells") or ""
+    for col, _ in PROVENANCE:
+        out[col] = _joined(ok or rows, col)
+    out["date"] = max((r.get("finished") or "" for r in rows), default="")
+    config = json.loads(first["config"]) if first.get("config") else {}
+    out["command"] = reproduce_command(first["suite"], first["model"], first["dataset"], first["budget"],
+                                       max(r["seed"] for r in rows) + 1, first.get("profile") or "",
+                                       config_overrides(first["model"], config, defaults))
+    out["samples"] = next((r["samples"] for r in rows if r.get("samples")), "")
+    return out
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY)
+
+
+def merge_trials(published: list[dict], new: list[dict]) -> list[dict]:
+    """Published trial rows updated with new ones: per (model, budget), new rows replace the
+    published ones when the config hash differs and join them by seed when it is the same.
+
+    Rows of trials that died before their config was known (a crashed worker) are taken to be new
+    attempts at the published setup: they replace the same seeds and leave the others."""
+    incoming: dict[tuple, list[dict]] = defaultdict(list)
+    for r in new:
+        incoming[row_key(r)].append(r)
+    merged = [r for r in published if row_key(r) not in incoming]
+    for key, rows in incoming.items():
+        old = [r for r in published if row_key(r) == key]
+        if old and not any(r.get("config") for r in rows):
+            for r in rows:
+                r["config_hash"] = old[0]["config_hash"]
+        if old and {r["config_hash"] for r in old} == {rows[0]["config_hash"]}:
+            seeds = {r["seed"] for r in rows}
+            merged += [r for r in old if r["seed"] not in seeds]
+        merged += rows
+    return merged
+
+
+# ----------------------------------------------------------------------------- file names
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe form of a plugin's name (with a short hash when characters were replaced,
+    so two names never share a file)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "_"
+    if clean != name:
+        clean += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+    return clean
+
+
+def sample_name(row: dict) -> str:
+    budget = row["budget"] or "nobudget"
+    return f"samples/{safe_name(row['dataset'])}--{safe_name(row['model'])}--{safe_name(budget)}--seed{row['seed']}.png"
+
+
+# ----------------------------------------------------------------------------- publish
+
+
+@dataclass
+class Published:
+    """What one `genbench publish` wrote: the tables per (suite, dataset) and every file."""
+
+    boards: dict[tuple[str, str], Table] = field(default_factory=dict)
+    trials: dict[tuple[str, str], Table] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    readme: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+
+
+def metric_directions(manager) -> dict[str, str]:
+    """Column -> "higher" | "lower", as every registered metric declares it."""
+    if manager is None:
+        return {}
+    out = {}
+    for metric in manager.metrics.values():
+        out.update(dict(metric.columns))
+    return out
+
+
+def config_defaults(manager) -> dict[str, dict]:
+    import dataclasses
+
+    if manager is None:
+        return {}
+    out = {}
+    for name in manager.models:
+        try:
+            out[name] = dataclasses.asdict(manager.models.get(name).make_config({}))
+        except Exception:  # a family whose defaults do not build: its commands just carry no overrides
+            continue
+    return out
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
+def _write_bytes_if_changed(path: Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        atomic_write_bytes(path, data)
+
+
+def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: Iterable[str] | None = None,
+            manager=None) -> Published:
+    """Merge the records under ``runs_dir`` into the leaderboards under ``out_dir`` and render them.
+
+    ``suites``: the suites to take from ``runs_dir`` (default: every one there).  ``manager``
+    (a :class:`~genbench.manager.PluginManager`) supplies each metric's direction (for the bold
+    best values) and each family's default config (for the config overrides in commands)."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    if not runs_dir.is_dir():
+        raise GenbenchError(f"runs folder {str(runs_dir)!r} does not exist; give the --runs-dir that "
+                            "`genbench run` wrote to (default: runs)")
+    available = sorted(p.parent.name for p in runs_dir.glob("*/trials") if p.is_dir())
+    wanted = list(suites) if suites else available
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise GenbenchError(f"no suite {unknown[0]!r} under {str(runs_dir)!r}; suites there: "
+                            f"{', '.join(available) or '(none)'}")
+    # the folder names the suite (a renamed folder's records still say the old name)
+    records = [dict(r, suite=s) for s in wanted for r in load_records(runs_dir, s)]
+    if not records:
+        raise GenbenchError(f"no trial records under {str(runs_dir)!r} (suites: {', '.join(wanted) or 'none'}); "
+                            "run `genbench run` first")
+    defaults = config_defaults(manager)
+    result = Published()
+    selected = select_records(records)
+    by_file: dict[tuple[str, str], list] = defaultdict(list)
+    for (suite, dataset, *_), picked in selected.items():
+        by_file[(suite, dataset)].extend(picked)
+    for (suite, dataset), picked in sorted(by_file.items()):
+        suite_dir = out_dir / suite
+        new_rows, sources = [], {}
+        for rec, setup in picked:
+            row = trial_row(rec, setup, defaults)
+            new_rows.append(row)
+            if rec.get("samples"):
+                sources[id(row)] = runs_dir / suite / rec["samples"]
+        trials_path = suite_dir / f"{safe_name(dataset)}-trials.csv"
+        board_path = suite_dir / f"{safe_name(dataset)}.csv"
+        if trials_path.exists():
+            published = Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL).rows
+        elif board_path.exists():
+            raise GenbenchError(f"{board_path} exists without {trials_path.name}, the per-trial CSV it is "
+                                "computed from; restore that file, or delete both to publish afresh")
+        else:
+            published = []
+        merged = merge_trials(published, new_rows)
+        _pick_samples(merged, new_rows, sources, suite_dir)
+        trials = trial_table(merged)
+        metrics = [c for c in trials.columns if trials.types[c] == FLOAT and c not in dict(TRIAL_HEAD)]
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in trials.rows:
+            groups[row_key(r)].append(r)
+        board = board_table([aggregate(g, metrics, defaults) for g in groups.values()], metrics)
+        _write_if_changed(trials_path, trials.to_csv())
+        _write_if_changed(board_path, board.to_csv())
+        result.boards[(suite, dataset)], result.trials[(suite, dataset)] = board, trials
+        result.files += [board_path, trials_path]
+    for suite in sorted({s for s, _ in by_file}):
+        _drop_unreferenced_samples(out_dir / suite)
+    result.readme, result.plots = render(out_dir, metric_directions(manager))
+    return result
+
+
+def _pick_samples(merged: list[dict], new_rows: list[dict], sources: dict[int, Path], suite_dir: Path) -> None:
+    """For each row the new records touch, one sample grid: that of its lowest seed that finished,
+    copied under a stable name (a row the new records do not touch keeps what it had)."""
+    touched = {row_key(r) for r in new_rows}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in merged:
+        if row_key(r) in touched:
+            groups[row_key(r)].append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["seed"])
+        chosen = None
+        for r in rows:
+            if r["status"] == "ok" and (id(r) in sources and sources[id(r)].exists()
+                                        or id(r) not in sources and r.get("samples")):
+                chosen = r
+                break
+        for r in rows:
+            if r is not chosen:
+                r["samples"] = ""
+        if chosen is not None and id(chosen) in sources:
+            chosen["samples"] = sample_name(chosen)
+            _write_bytes_if_changed(suite_dir / chosen["samples"], sources[id(chosen)].read_bytes())
+
+
+def _drop_unreferenced_samples(suite_dir: Path) -> None:
+    referenced = set()
+    for path in suite_dir.glob("*-trials.csv"):
+        referenced |= {r["samples"] for r in Table.read(path, TRIAL_HEAD, TRIAL_TAIL).rows if r.get("samples")}
+    for png in sorted((suite_dir / "samples").glob("*--seed*.png")):
+        if f"samples/{png.name}" not in referenced:
+            png.unlink()
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _num(value, digits: int = 4) -> str:
+    """``digits`` significant digits, in plain notation unless the number is huge or tiny."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if not -4 <= magnitude < 7:
+        return f"{value:.{digits}g}"
+    decimals = max(0, digits - 1 - magnitude)
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def md_text(text: str, limit: int | None = None) -> str:
+    """Plugin text as literal Markdown inside a table cell: no markup, no HTML, one line."""
+    text = " ".join(str(text).split())
+    if limit and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def read_board(path: Path) -> Table:
+    return Table.read(path, BOARD_HEAD, BOARD_TAIL, metric_suffix=True)
+
+
+def board_metrics(table: Table) -> list[str]:
+    fixed = {c for c, _ in BOARD_HEAD + BOARD_TAIL}
+    return [c for c in table.columns if c not in fixed and not c.endswith("_ci95")]
+
+
+def headline(table: Table, rows: list[dict]) -> list[str]:
+    present = [m for m in board_metrics(table) if any(r.get(m) is not None for r in rows)]
+    shown = [m for m in HEADLINE if m in present and TWINS.get(m) not in present]
+    return shown[:TABLE_METRICS] or present[:TABLE_METRICS]
+
+
+def best_values(rows: list[dict], metrics: list[str], directions: dict[str, str]) -> dict[str, float]:
+    """Per metric with a declared direction, the best mean among the models' rows (the reference
+    row is the floor, not a contender); only where the rows differ (all tied: none is best)."""
+    best = {}
+    for m in metrics:
+        if m not in directions:
+            continue
+        vals = [r[m] for r in rows if r["status"] in ("ok", "partial") and r.get(m) is not None]
+        if len(set(vals)) >= 2:
+            best[m] = min(vals) if directions[m] == "lower" else max(vals)
+    return best
+
+
+def markdown_table(rows: list[dict], metrics: list[str], directions: dict[str, str]) -> list[str]:
+    arrows = {"lower": " ↓", "higher": " ↑"}
+    heads = ["model", "family", "status", "seeds", "steps", *[m + arrows.get(directions.get(m, ""), "")
+                                                               for m in metrics]]
+    lines = ["| " + " | ".join(md_text(h) for h in heads) + " |",
+             "|" + "|".join([":--"] * 3 + ["--:"] * (len(heads) - 3)) + "|"]
+    best = best_values(rows, metrics, directions)
+    for r in rows:
+        cells = [md_text(r["model"]), md_text(r["family"]), md_text(r["status"]),
+                 f"{r['seeds_ok']}/{r['seeds']}", _num(r.get("used_steps"), 6) if r["model"] != REFERENCE_MODEL
+                 else ""]
+        for m in metrics:
+            text = _num(r.get(m))
+            if text and r.get(f"{m}_ci95") is not None:
+                text += f" ± {_num(r[f'{m}_ci95'], 2)}"
+            if text and m in best and r[m] == best[m] and r["model"] != REFERENCE_MODEL:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]:
+    """README.md and the budget-curve plots from every leaderboard CSV under ``out_dir``."""
+    out_dir = Path(out_dir)
+    boards = sorted(p for p in out_dir.glob("*/*-trials.csv"))
+    sections, toc, plots = [], [], []
+    for trials_path in boards:
+        suite_dir = trials_path.parent
+        board_path = suite_dir / (trials_path.name[: -len("-trials.csv")] + ".csv")
+        if not board_path.exists():
+            continue
+        table = read_board(board_path)
+        if not table.rows:
+            continue
+        suite, dataset = table.rows[0]["suite"], table.rows[0]["dataset"]
+        curves = plot_budget_curves(table, suite_dir, directions)
+        plots += curves
+        title = f"{suite} / {dataset}"
+        toc.append(f"- [{md_text(title)}](#{_anchor(title)})")
+        sections += _section(table, title, out_dir, board_path, trials_path, curves, directions)
+    _drop_stale_plots(out_dir, plots)
+    lines = [
+        "# genbench leaderboards",
+        "",
+        "Written by `genbench publish` from the trial records of `genbench run`. Each row is one model trained "
+        "under one compute budget on one dataset and scored with one evaluation protocol. Numbers are means over "
+        "seeds ± the half-width of a 95% Student-t interval (no ± with one seed); **bold** is the best mean in its "
+        "column among the models (↓ lower is better, ↑ higher is better); `real-heldout` is held-out real data "
+        "scored like a model, the floor a model can reach at these sample counts. *steps* is the number of "
+        "optimisation steps the budget bought.",
+        "",
+        "The tables show headline metrics; the CSV linked under each has every metric with its interval and "
+        "each row's provenance: genbench, torch and torch-fidelity versions, git commit, device, budget used, "
+        "evaluation profile, estimator settings and sample counts, feature extractor and weights hash, config, "
+        "and the command that reproduces the row. The per-trial CSV has every seed.",
+        "",
+        *toc,
+        "",
+        *sections,
+    ]
+    readme = out_dir / "README.md"
+    _write_if_changed(readme, "\n".join(lines).rstrip() + "\n")
+    return readme, plots
+
+
+def _link(out_dir: Path, path: Path) -> str:
+    return quote(path.relative_to(out_dir).as_posix())
+
+
+def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_path: Path, curves: list[Path],
+             directions: dict[str, str]) -> list[str]:
+    rows = table.rows
+    reference = [r for r in rows if r["model"] == REFERENCE_MODEL]
+    models = [r for r in rows if r["model"] != REFERENCE_MODEL]
+    budgets = sorted({(r["budget_kind"], r["budget_amount"], r["budget"]) for r in models})
+    out = [f"## {md_text(title)}", "",
+           f"Full table: [{md_text(board_path.name)}]({_link(out_dir, board_path)}) · every seed: "
+           f"[{md_text(trials_path.name)}]({_link(out_dir, trials_path)})", ""]
+    for kind, amount, text in budgets or [("none", 0.0, "")]:
+        shown = [r for r in models if (r["budget_kind"], r["budget_amount"]) == (kind, amount)] + reference
+        metrics = headline(table, shown)
+        if budgets:
+            out += [f"### budget {md_text(text)} ({BUDGET_UNITS.get(kind, kind)})", ""]
+        out += markdown_table(shown, metrics, directions) + [""]
+        failed = [r for r in shown if r.get("reason")]
+        if failed:
+            out += ["Failed trials:", ""]
+            out += [f"- {md_text(r['model'])}: {md_text(r['reason'], 300)}" for r in failed]
+            out.append("")
+        grids = [r for r in shown if r.get("samples") and (board_path.parent / r["samples"]).exists()]
+        if grids:
+            out += ["Samples (the lowest seed that finished):", ""]
+            for start in range(0, len(grids), 4):
+                chunk = grids[start:start + 4]
+                out.append("| " + " | ".join(md_text(r["model"]) for r in chunk) + " |")
+                out.append("|" + "|".join([":-:"] * len(chunk)) + "|")
+                out.append("| " + " | ".join(
+                    f'<img src="{_link(out_dir, board_path.parent / r["samples"])}" width="200" '
+                    f'alt="samples of {md_text(r["model"])}">' for r in chunk) + " |")
+                out.append("")
+    if curves:
+        out += ["### budget curves", ""]
+        out += [f"![{md_text(p.stem)}]({_link(out_dir, p)})" for p in curves]
+        out.append("")
+    out += _provenance(rows) + [""]
+    return out
+
+
+def _provenance(rows: list[dict]) -> list[str]:
+    def distinct(col: str) -> str:
+        vals = sorted({v for r in rows for v in str(r.get(col) or "").split(" | ") if v})
+        return ", ".join(vals) if vals else "unknown"
+
+    extractors = sorted({(r["extractor"], r["extractor_weights"]) for r in rows if r.get("extractor")})
+    feat = "; ".join(f"{md_text(n)} (weights {md_text(w)})" for n, w in extractors) or "none"
+    return [f"<sub>Profile {md_text(distinct('profile'))} · features {feat} · device "
+            f"{md_text(distinct('device'))} · genbench {md_text(distinct('genbench_version'))}, torch "
+            f"{md_text(distinct('torch_version'))}, commit {md_text(distinct('git_commit'))}</sub>"]
+
+
+def plot_budget_curves(table: Table, suite_dir: Path, directions: dict[str, str]) -> list[Path]:
+    """One PNG per headline metric (and budget kind) where the file has two or more budgets: the
+    metric's mean against the budget (log scale) per model, with 95% intervals as error bars and
+    the real-data floor as a dashed line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in table.rows if r["model"] != REFERENCE_MODEL and r["status"] in ("ok", "partial")]
+    reference = next((r for r in table.rows if r["model"] == REFERENCE_MODEL), None)
+    written = []
+    for kind in sorted({r["budget_kind"] for r in rows}):
+        at_kind = [r for r in rows if r["budget_kind"] == kind]
+        amounts = sorted({r["budget_amount"] for r in at_kind})
+        if len(amounts) < 2:
+            continue
+        for group in CURVES:
+            metric = next((m for m in group if sum(r.get(m) is not None for r in at_kind) >= 2), None)
+            if metric is None:
+                continue
+            fig = Figure(figsize=(7.5, 4.2), dpi=100)
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
+            for i, model in enumerate(sorted({r["model"] for r in at_kind})):
+                pts = sorted((r["budget_amount"], r[metric], r.get(f"{metric}_ci95") or 0.0, r["family"])
+                             for r in at_kind if r["model"] == model and r.get(metric) is not None)
+                if not pts:
+                    continue
+                xs, ys, es, fams = zip(*pts)
+                ax.errorbar(xs, ys, yerr=es, capsize=3, label=f"{model} ({fams[0]})", **_style(i))
+            if reference is not None and reference.get(metric) is not None:
+                ax.axhline(reference[metric], color="gray", linestyle="--", linewidth=1, label="real held-out")
+            ax.set_xscale("log")
+            labels = {r["budget_amount"]: r["budget"] for r in at_kind}
+            ax.set_xticks(amounts)
+            ax.set_xticklabels([labels[a] for a in amounts])
+            ax.minorticks_off()
+            better = directions.get(metric)
+            ax.set_ylabel(metric + (f" ({better} is better)" if better else "") + ", mean ± 95% interval")
+            ax.set_xlabel(f"budget ({BUDGET_UNITS.get(kind, kind)}, log scale)")
+            ax.set_title(f"{table.rows[0]['dataset']}: {metric} against budget (suite {table.rows[0]['suite']})")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
+            path = suite_dir / "plots" / f"{safe_name(table.rows[0]['dataset'])}-{metric}-vs-{kind}.png"
+            _write_bytes_if_changed(path, buf.getvalue())
+            written.append(path)
+    return written
+
+
+def _style(i: int) -> dict:
+    """Line style of the i-th model: ten strong colours with circles, then their light shades with
+    squares, then the same with triangles (a full suite has more than ten models)."""
+    from matplotlib import colormaps
+
+    color = colormaps["tab10"](i % 10) if i // 10 % 2 == 0 else colormaps["tab20"](2 * (i % 10) + 1)
+    return {"color": color, "marker": "os^"[i // 20 % 3]}
+
+
+def _drop_stale_plots(out_dir: Path, keep: list[Path]) -> None:
+    """Plots are derived from the CSVs: one the CSVs no longer call for is removed."""
+    keep = {p.resolve() for p in keep}
+    for png in out_dir.glob("*/plots/*-vs-*.png"):
+        if png.resolve() not in keep and any(png.parent.parent.glob("*-trials.csv")):
+            png.unlink()
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def cmd_publish(args, manager, console) -> int:
+    result = publish(Path(args.runs_dir), Path(args.out), args.suite, manager)
+    for (suite, dataset), board in sorted(result.boards.items()):
+        trials = result.trials[(suite, dataset)]
+        console.print(f"{suite}/{dataset}: {len(board.rows)} rows, {len(trials.rows)} trials")
+    console.print(f"wrote {len(result.files)} CSVs, {len(result.plots)} budget-curve plots and {result.readme}")
+    return 0
