@@ -16,8 +16,8 @@ from rich.table import Table
 
 DEFAULT_RUNS = "runs"
 # columns shown in the terminal table (the CSVs have all of them), in this order when present
-SHOWN = ["fid", "is", "kid", "precision", "recall", "nll", "bpd", "nll_excess", "elbo", "iwae",
-         "inference_gap_iwae", "iwae_bpd", "modes", "hq_pct", "mode_kl"]
+SHOWN = ["fid", "is", "kid", "precision", "recall", "fid_inception", "nll", "bpd", "nll_excess", "elbo", "iwae",
+         "ais", "inference_gap", "modes", "hq_pct", "mode_kl"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,13 +33,47 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--model", action="append", help="model name (repeatable)")
     r.add_argument("--dataset", action="append", help="dataset name (repeatable)")
     r.add_argument("--budget", default=None, help="30s | 10m | 1h | 2000steps | 1e12flop (default: the profile's)")
+    r.add_argument("--budgets", default=None, metavar="B1,B2,...",
+                   help="run every trial at each of these budgets, e.g. 10s,30s,90s (for the budget curves "
+                        "of `genbench publish`)")
     r.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
     r.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="evaluation protocol")
     r.add_argument("--suite", default=None, help="suite name (folder under the runs dir; default: the profile)")
     r.add_argument("--suite-file", default=None, help="TOML file with models, datasets, budget, seeds, profile")
     r.add_argument("--runs-dir", default=DEFAULT_RUNS)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    r.add_argument("--rerun", action="store_true", help="run trials again even if a result exists")
+    r.add_argument("--rerun", action="store_true",
+                   help="run every trial again (by default finished trials are skipped and failed ones retried)")
+    r.add_argument("--executor", default="local", choices=["local", "inline", "ray"],
+                   help="local: isolated worker processes (default); inline: in this process, for debugging; "
+                        "ray: Ray tasks on a local instance or a cluster")
+    r.add_argument("--workers", type=int, default=1, help="worker processes of the local executor (default 1)")
+    r.add_argument("--address", default=None, help="Ray cluster head, host:6379 (with --executor ray)")
+    r.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
+                   help="training time limit per trial (default: 1.5x a time budget + 120 s; "
+                        "12 h for step/FLOP budgets)")
+    r.add_argument("--eval-timeout", type=float, default=None, metavar="SECONDS",
+                   help="limit for loading data and for evaluation, each (default by profile)")
+    r.add_argument("--memory-limit", type=float, default=8.0, metavar="GIB",
+                   help="address space a trial may add to its worker's, in GiB (default 8; 0 = no cap)")
+    r.add_argument("--checkpoint-every", type=float, default=0.25, metavar="FRACTION",
+                   help="checkpoint each trial at this fraction of its budget (default 0.25; 0 = never)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per trial (default: the cores, shared among --workers)")
+
+    c = sub.add_parser("check", help="check that a model honours the contract (a micro-budget run)")
+    c.add_argument("models", nargs="*", metavar="MODEL", help="model names (see `genbench list`)")
+    c.add_argument("--all", action="store_true", help="check every registered model")
+    c.add_argument("--dataset", action="append", help="dataset to check on (default: one per data kind)")
+    c.add_argument("--steps", type=int, default=4, help="training steps per build (default 4)")
+    c.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+
+    pb = sub.add_parser("publish", help="write leaderboard CSVs with provenance, sample grids, budget curves and a "
+                                        "rendered README (merged into what --out already holds)")
+    pb.add_argument("--runs-dir", default=DEFAULT_RUNS)
+    pb.add_argument("--suite", action="append",
+                    help="suite to publish (repeatable; default: every suite in --runs-dir)")
+    pb.add_argument("--out", default="leaderboards", help="folder of the published leaderboards (default leaderboards)")
 
     lb = sub.add_parser("leaderboard", help="show the leaderboard of a suite")
     lb.add_argument("--suite", default="quick")
@@ -66,11 +100,16 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
         df = leaderboard(records, ds)
         cols = [c for c in SHOWN if c in df.columns and df[c].notna().any()]
         table = Table(title=f"genbench leaderboard: {ds}", header_style="bold")
-        for head in ["model", "status", "seeds", "steps", *cols]:
-            table.add_column(head, justify="left" if head in ("model", "status") else "right")
+        widest = max((len(str(m)) for m in df["model"]), default=5)
+        several = df.loc[df["budget_kind"] != "none", "budget"].nunique() > 1  # a suite run with --budgets
+        for head in ["model", *(["budget"] if several else []), "status", "seeds", "steps", *cols]:
+            # model names stay whole however many metric columns there are: values wrap instead
+            table.add_column(head, justify="left" if head in ("model", "status") else "right",
+                             min_width=widest if head == "model" else None)
         for _, row in df.iterrows():
             status = row["status"] if row["status"] != "failed" else f"[red]failed[/red] {row['reason'][:50]}"
-            table.add_row(row["model"], status, row["seeds"], _fmt(row["used_steps"]),
+            table.add_row(row["model"], *([row["budget"]] if several else []), status, row["seeds"],
+                          _fmt(row["used_steps"]),
                           *[_fmt(row[c], row.get(f"{c}_ci95")) for c in cols])
         console.print(table)
         extractor = next((e for e in df["extractor"] if e), "")
@@ -112,6 +151,7 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
 
     models, datasets, budget_text = args.model, args.dataset, args.budget
     seeds, profile, config = args.seeds, args.profile, {}
+    suite_name = args.suite
     if args.suite_file:
         spec = load_suite_file(args.suite_file)
         models = models or spec.get("models")
@@ -120,16 +160,33 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
         seeds = spec.get("seeds", seeds)
         profile = spec.get("profile", profile)
         config = spec.get("config", {})
+        suite_name = suite_name or spec.get("name")
+    from genbench.executors import ExecutorOptions
+
+    options = ExecutorOptions(kind=args.executor, workers=args.workers, address=args.address, device=args.device,
+                              trial_timeout=args.trial_timeout, eval_timeout=args.eval_timeout,
+                              memory_limit_gb=args.memory_limit, checkpoint_every=args.checkpoint_every,
+                              plugin_files=tuple(args.plugin), threads=args.threads).validate()
     prof = get_profile(profile)
-    budget = Budget.parse(budget_text or prof.budget)
+    if args.budgets and args.budget:
+        raise GenbenchError("give --budget or --budgets (a comma-separated list), not both")
+    texts = args.budgets.split(",") if args.budgets else [budget_text or prof.budget]
+    # one trial per distinct budget: "60s" and "1m" are the same budget
+    budgets = list({(b.kind, b.amount): b for b in map(Budget.parse, filter(str.strip, texts))}.values())
+    if not budgets:
+        raise GenbenchError(f"--budgets {args.budgets!r} names no budget; give e.g. --budgets 10s,30s,90s")
+    budget = ", ".join(b.text for b in budgets)
     if seeds < 1:
         raise GenbenchError(f"--seeds must be at least 1, got {seeds}")
-    trials = plan_trials(manager, models, datasets, budget, seeds, profile, run_all=args.all, config=config)
-    suite = args.suite or profile
+    trials = [t for b in budgets
+              for t in plan_trials(manager, models, datasets, b, seeds, profile, run_all=args.all, config=config)]
+    from genbench.suite import check_suite_name
+
+    suite = check_suite_name(suite_name or profile)
     console.print(f"[bold]genbench[/bold]: {len(trials)} trials, budget {budget} each, profile {profile}, "
                   f"results in {Path(args.runs_dir) / suite}")
     records = run_suite(manager, trials, Path(args.runs_dir), suite, device=args.device, rerun=args.rerun,
-                        console=console)
+                        console=console, options=options)
     from genbench.results import load_records
 
     show_leaderboard(console, load_records(Path(args.runs_dir), suite), sorted({t.dataset for t in trials}))
@@ -162,9 +219,21 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, manager, console)
         if args.command == "leaderboard":
             return cmd_leaderboard(args, console)
+        if args.command == "publish":
+            from genbench.publish import cmd_publish
+
+            return cmd_publish(args, manager, console)
+        if args.command == "check":
+            from genbench.check import cmd_check
+
+            return cmd_check(args, manager, console)
     except GenbenchError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/yellow] every finished trial is saved; run the same command again "
+                      "to go on (trials continue from their last checkpoint)")
+        return 130
     return 1
 
 

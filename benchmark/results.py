@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,6 +24,38 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write_text`` for binary files (sample grids)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of genbench's own source tree ("-dirty" when tracked files differ from it), or
+    "unknown" outside a git checkout (an installed wheel).  Recorded with every result so a row
+    can be traced to the code that produced it."""
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def _clean(value):
@@ -58,11 +91,21 @@ def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
             if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
                 raise ValueError("not a genbench trial record")
         except (OSError, ValueError) as exc:
-            warnings.warn(f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.",
-                          stacklevel=2)
+            try:
+                stat = path.stat()
+                seen = (str(path), stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                seen = (str(path), -1, -1)
+            if seen not in _WARNED:  # one run reads the folder several times: say it once per file version
+                _WARNED.add(seen)
+                warnings.warn(f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.",
+                              stacklevel=2)
             continue
         records.append(rec)
     return records
+
+
+_WARNED: set[tuple[str, int, int]] = set()
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -95,8 +138,15 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
     recs = [r for r in records if r["dataset"] == dataset]
     cols = metric_columns(recs)
     rows = []
-    for model in sorted({r["model"] for r in recs}, key=lambda m: (m == REFERENCE_MODEL, m)):
-        group = sorted((r for r in recs if r["model"] == model), key=lambda r: r["seed"])
+
+    def budget_key(r):
+        return r["budget"]["kind"], float(r["budget"]["amount"])
+
+    # a suite run at several budgets (`--budgets`) has one row per model and budget
+    keys = {(r["model"], *budget_key(r)) for r in recs}
+    for model, kind, amount in sorted(keys, key=lambda k: (k[0] == REFERENCE_MODEL, k[1], k[2], k[0])):
+        group = sorted((r for r in recs if r["model"] == model and budget_key(r) == (kind, amount)),
+                       key=lambda r: r["seed"])
         ok = [r for r in group if r["status"] in ("ok", "reference")]
         first = (ok or group)[0]
         row = {
@@ -105,6 +155,7 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
             "dataset": dataset,
             "status": first["status"] if ok and len(ok) == len(group) else ("partial" if ok else "failed"),
             "seeds": f"{len(ok)}/{len(group)}",
+            "budget": first["budget"].get("text", ""),
             "budget_kind": first["budget"]["kind"],
             "budget_amount": first["budget"]["amount"],
         }

@@ -1,9 +1,12 @@
 """Trials and suites: train each model under the budget, evaluate it, record the result.
 
-A trial is (model, dataset, seed, budget, profile, config).  ``run_suite`` runs a list of
-trials; a trial whose record already exists (same config hash) is not run again, and a failure
-of one trial (exception, non-finite loss) is recorded as that trial's result while the suite
-goes on.
+A trial is (model, dataset, seed, budget, profile, config).  :func:`perform_trial` runs one trial
+wherever it is called -- in the runner's own process (``--executor inline``), in a long-lived
+worker process (the default, see :mod:`genbench.executors`) or in a Ray task -- and turns every
+fault of the model (an exception, a non-finite loss, running out of memory) into a failed record
+with its reason.  Faults that kill or hang the process are caught one level up, by the executor.
+While a trial trains it checkpoints at fractions of its budget (:mod:`genbench.checkpoint`), so an
+interrupted trial continues instead of starting again.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import platform
@@ -21,16 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import genbench
 import torch
+
+import genbench
 from genbench.budget import Budget, BudgetMeter
+from genbench.checkpoint import Checkpointer, ResumableBatches, checkpoint_path
 from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.manager import PluginManager
 from genbench.metrics import EvalContext
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
-from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, trial_dir, write_record
+from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, atomic_write_bytes, git_commit, trial_dir, write_record
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def device_label(device: torch.device) -> str:
 def versions() -> dict:
     import torch_fidelity
 
-    return {"genbench": genbench.__version__, "torch": torch.__version__,
+    return {"genbench": genbench.__version__, "git_commit": git_commit(), "torch": torch.__version__,
             "torch_fidelity": torch_fidelity.__version__, "python": platform.python_version()}
 
 
@@ -78,10 +84,16 @@ def batch_size_of(model: GenerativeModel) -> int:
 
 
 def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, device: torch.device,
-          on_step: Callable[[float, dict], None] | None = None):
-    """The training loop: draw a batch, take one step, account the budget, stop when spent."""
-    batches = dataset.batches("train", batch_size_of(model), torch.Generator().manual_seed(seed))
+          on_step: Callable[[float, dict], None] | None = None, checkpoint: Checkpointer | None = None):
+    """The training loop: draw a batch, take one step, account the budget, stop when spent.
+
+    With a ``checkpoint``, training first continues from its saved state (if there is one) and
+    saves at the checkpointer's fractions of the budget."""
     meter = BudgetMeter(budget, device)
+    if checkpoint is not None:
+        batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed)
+    else:
+        batches = ResumableBatches(dataset, batch_size_of(model), seed)
     losses: dict[str, float] = {}
     model.train()
     while not meter.exhausted():
@@ -96,6 +108,8 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
                                      "this model's step counted 0 FLOPs: use a seconds or steps budget")
         if on_step is not None:
             on_step(meter.progress(), losses)
+        if checkpoint is not None:
+            checkpoint.maybe_save(model, meter, batches)
     return meter.finish(), losses
 
 
@@ -128,8 +142,9 @@ def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int
             from torchvision.utils import save_image
 
             x = model.sample(64, generator=g).float().cpu().clamp(0, 1)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(x, path, nrow=8, padding=1)
+            buf = io.BytesIO()
+            save_image(x, buf, format="png", nrow=8, padding=1)
+            atomic_write_bytes(path, buf.getvalue())
         else:
             import matplotlib
 
@@ -146,9 +161,10 @@ def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int
             ax.set_ylim(-lim, lim)
             ax.set_title(f"{model.name} on {dataset.name}")
             ax.legend(loc="upper right", markerscale=4, fontsize=7)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
             plt.close(fig)
+            atomic_write_bytes(path, buf.getvalue())
         model.train()
 
 
@@ -167,23 +183,53 @@ def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, dev
     }
 
 
-def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: torch.device, out_dir: Path,
-              suite: str, on_train: Callable | None = None, on_metric: Callable | None = None) -> dict:
-    """Train and evaluate one trial; never raises for a fault of the model: the record says it."""
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(fault kind, reason) of an exception raised by a trial: memory exhaustion reads as
+    "out of memory" whichever allocator noticed it (Python, torch's CPU allocator, CUDA)."""
+    text = f"{type(exc).__name__}: {exc}"
+    oom_markers = ("can't allocate memory", "Cannot allocate memory", "out of memory", "std::bad_alloc")
+    if isinstance(exc, MemoryError) or any(m in str(exc) for m in oom_markers):
+        return "oom", f"out of memory: {text}"[:2000]
+    if isinstance(exc, NonFiniteLossError):
+        return "non_finite", text
+    return "exception", text[:2000]
+
+
+def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[str], Dataset],
+                  device: torch.device, out_dir: Path, suite: str, *, checkpoint_dir: Path | None = None,
+                  checkpoint_every: float = 0.25, on_phase: Callable[[str], None] | None = None,
+                  on_train: Callable | None = None, on_metric: Callable | None = None) -> dict:
+    """Build, train and evaluate one trial and return its record (not written: the caller writes it).
+
+    Never raises for a fault of the model or its data: the record's ``status`` is "failed" with
+    ``reason`` and ``fault`` ("exception", "non_finite", "oom").  ``on_phase`` is told "setup",
+    "train" and "eval" as the trial enters each (executors time each phase separately)."""
     model_cls = manager.models.get(trial.model)
     profile = get_profile(trial.profile)
     record = base_record(trial, model_cls, manager, suite, device)
-    manager.hook.trial_started(trial=trial)
     try:
+        if on_phase is not None:
+            on_phase("setup")
+        dataset = load_dataset(trial.dataset)
         config = model_cls.make_config(trial.config)
         record["config"] = dataclasses.asdict(config)
         torch.manual_seed(trial.seed)
         model = model_cls(config, dataset.spec).to(device)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            path = checkpoint_path(checkpoint_dir, record["trial_id"])
+            checkpoint = Checkpointer(path, record["config_hash"], checkpoint_every)
+        if on_phase is not None:
+            on_phase("train")
         t0 = time.perf_counter()
-        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train)
+        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train, checkpoint)
         record["used"] = usage.as_dict()
         record["final_losses"] = losses
         record["timings"]["train_s"] = time.perf_counter() - t0
+        if checkpoint is not None and checkpoint.resumed_from is not None:
+            record["resumed_from"] = checkpoint.resumed_from
+        if on_phase is not None:
+            on_phase("eval")
         t1 = time.perf_counter()
         values, estimators, not_applicable, errors, ctx = evaluate(
             model, dataset, manager, profile, trial.seed, device, on_metric)
@@ -195,9 +241,19 @@ def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: to
         record["samples"] = str(samples.relative_to(out_dir))
         record["status"] = "ok"
     except Exception as exc:
-        record["reason"] = f"{type(exc).__name__}: {exc}"
+        record["fault"], record["reason"] = describe_exception(exc)
         record["traceback"] = traceback.format_exc(limit=-6)
     record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: torch.device, out_dir: Path,
+              suite: str, on_train: Callable | None = None, on_metric: Callable | None = None) -> dict:
+    """Train and evaluate one trial in this process, write its record and call the observer
+    hooks; never raises for a fault of the model: the record says it."""
+    manager.hook.trial_started(trial=trial)
+    record = perform_trial(trial, manager, lambda _name: dataset, device, out_dir, suite,
+                           on_train=on_train, on_metric=on_metric)
     write_record(trial_dir(out_dir.parent, suite) / f"{record['trial_id']}.json", record)
     manager.hook.trial_finished(trial=trial, record=record)
     return record

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import json
+import os
+import re
+import sys
 from pathlib import Path
 
-from genbench.budget import Budget
-from genbench.datasets import Dataset
-from genbench.errors import GenbenchError
-from genbench.manager import PluginManager
-from genbench.profiles import get_profile
-from genbench.results import load_records, trial_dir, write_leaderboards
-from genbench.runner import Trial, reference_record, resolve_device, run_trial
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from genbench.budget import Budget
+from genbench.checkpoint import checkpoint_path, remove_checkpoint
+from genbench.datasets import Dataset
+from genbench.errors import GenbenchError
+from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, trial_limits
+from genbench.manager import PluginManager
+from genbench.profiles import get_profile
+from genbench.results import load_records, trial_dir, write_leaderboards, write_record
+from genbench.runner import Trial, base_record, reference_record, resolve_device
 
 
 def default_datasets(manager: PluginManager) -> list[str]:
@@ -29,17 +37,49 @@ def runs_by_default(model_cls, spec) -> bool:
     return not spec.extras or bool(model_cls.requires & set(spec.extras))
 
 
+def check_overrides(model_cls, overrides: dict, where: str) -> None:
+    """Config overrides name fields of the family's config and have the type of their defaults."""
+    import dataclasses
+
+    if not isinstance(overrides, dict):
+        raise GenbenchError(f"{where}: the config of {model_cls.name!r} must be a table of field = value, "
+                            f"got {type(overrides).__name__}")
+    model_cls.make_config(overrides)  # unknown fields list the known ones
+    defaults = model_cls.make_config({})
+    for name, value in overrides.items():
+        default = getattr(defaults, name)
+        want = type(default)
+        ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if default is None or isinstance(default, tuple | list) and isinstance(value, tuple | list):
+            ok = True
+        if not ok:
+            field = next(f for f in dataclasses.fields(model_cls.Config) if f.name == name)
+            raise GenbenchError(f"{where}: {model_cls.name}.{name} expects {field.type} (default {default!r}), "
+                                f"got {type(value).__name__} {value!r}")
+
+
 def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list[str] | None, budget: Budget,
                 seeds: int, profile: str, run_all: bool = False, config: dict | None = None) -> list[Trial]:
     """Every (model, dataset, seed) asked for.  ``--all`` = every registered model on every default
     dataset it applies to (see ``runs_by_default``); otherwise the named models on the named
-    datasets (a named pair that does not apply is an error that says why)."""
+    datasets (a named pair that does not apply is an error that says why).  ``config`` maps a model
+    name to overrides of its family's config."""
     get_profile(profile)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise GenbenchError(f"seeds must be a whole number of at least 1, got {seeds!r}")
     model_names = list(manager.models) if (run_all and not models) else list(models or [])
     if not model_names:
         raise GenbenchError("nothing to run: name models with --model NAME (see `genbench list`) or use --all")
     for m in model_names:
         manager.models.get(m)  # unknown names list the known ones
+    config = dict(config or {})
+    for m, overrides in config.items():
+        if m not in model_names:
+            raise GenbenchError(f"config given for model {m!r}, which is not in this suite "
+                                f"(models: {', '.join(model_names)}); config is a table per model: [config.vae]")
+        check_overrides(manager.models.get(m), overrides, "config")
     ds_names = list(datasets) if datasets else default_datasets(manager)
     for d in ds_names:
         manager.datasets.get(d)
@@ -56,7 +96,7 @@ def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list
             chosen = [d for d in ds_names if runs_by_default(cls, manager.datasets.get(d).spec)]
         for d in chosen:
             for s in range(seeds):
-                trials.append(Trial(m, d, s, budget, profile, dict(config or {})))
+                trials.append(Trial(m, d, s, budget, profile, dict(config.get(m, {}))))
     if not trials:
         raise GenbenchError(f"no model among {model_names} applies to datasets {ds_names}")
     return trials
@@ -75,6 +115,8 @@ class DatasetCache:
 
 
 def done_keys(runs_dir: Path, suite: str) -> dict[str, dict]:
+    """Records that count as finished: status "ok", by config hash.  Failed trials are not in it,
+    so running the same command again retries them."""
     out = {}
     for rec in load_records(runs_dir, suite):
         if rec.get("config_hash") and rec.get("status") == "ok":
@@ -82,69 +124,179 @@ def done_keys(runs_dir: Path, suite: str) -> dict[str, dict]:
     return out
 
 
+def failed_keys(runs_dir: Path, suite: str) -> set[str]:
+    return {rec["config_hash"] for rec in load_records(runs_dir, suite)
+            if rec.get("config_hash") and rec.get("status") == "failed"}
+
+
+def fault_record(job: TrialJob, fault: Fault, manager: PluginManager, device) -> dict:
+    """The record of a trial whose process died or hung before it could write its own."""
+    cls = manager.models.get(job.trial.model)
+    rec = base_record(job.trial, cls, manager, job.suite, device)
+    rec.update(status="failed", reason=fault.reason, fault=fault.kind, command=job.command,
+               finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return rec
+
+
+def _loss_text(losses: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:3])
+
+
 def run_suite(manager: PluginManager, trials: list[Trial], runs_dir: Path, suite: str, device: str = "auto",
-              rerun: bool = False, console: Console | None = None) -> list[dict]:
+              rerun: bool = False, console: Console | None = None,
+              options: ExecutorOptions | None = None) -> list[dict]:
+    """Run every trial that has no finished record yet (all of them with ``rerun``) on the executor
+    that ``options`` names, write each record as it arrives, then the leaderboards.
+
+    A trial whose record says "ok" (same config hash) is skipped; a failed one is run again.  An
+    interrupted run (Ctrl-C, SIGKILL) keeps every record written so far, and a trial that was
+    training continues from its last checkpoint the next time."""
     console = console or Console()
-    device = resolve_device(device)
-    out_dir = Path(runs_dir) / suite
+    options = dataclasses.replace(options or ExecutorOptions(), device=device).validate()
+    runs_dir = Path(runs_dir).resolve()
+    out_dir = runs_dir / suite
     trial_dir(runs_dir, suite).mkdir(parents=True, exist_ok=True)
-    data = DatasetCache(manager, device)
+    lock = lock_suite(out_dir)
+    try:
+        return _run_locked(manager, trials, runs_dir, suite, device, rerun, console, options)
+    finally:
+        lock.close()
+
+
+def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun: bool, console: Console,
+                options: ExecutorOptions) -> list[dict]:
+    out_dir = runs_dir / suite
+    clean_leftovers(out_dir)
+    torch_device = resolve_device(device)
+    data = DatasetCache(manager, torch_device)
     finished = {} if rerun else done_keys(runs_dir, suite)
-    records = []
+    failed_before = set() if rerun else failed_keys(runs_dir, suite)
+    command = " ".join(["genbench", *sys.argv[1:]]) if sys.argv else ""
+    records: list[dict] = []
+    jobs: list[TrialJob] = []
+    for trial in trials:
+        cls = manager.models.get(trial.model)
+        key = trial.key(cls)
+        if key in finished:
+            records.append(finished[key])
+            # a kill between writing a record and deleting the checkpoint leaves one behind
+            remove_checkpoint(checkpoint_path(out_dir, trial.trial_id(cls)))
+            continue
+        jobs.append(TrialJob(index=len(jobs), trial=trial, trial_id=trial.trial_id(cls), suite=suite,
+                             runs_dir=str(runs_dir), device=device, checkpoint_every=options.checkpoint_every,
+                             limits=trial_limits(trial, options), command=command, threads=options.threads))
+    retried = sum(job.trial.key(manager.models.get(job.trial.model)) in failed_before for job in jobs)
+    if records or retried:
+        console.print(f"[dim]{len(records)} trial(s) already finished (same config hash) are skipped"
+                      + (f"; {retried} failed one(s) run again" if retried else "")
+                      + "; --rerun runs everything again[/dim]")
+
+    # The floor rows first: they train and cache each image dataset's feature extractor once,
+    # before any worker needs it (workers in parallel would each train it).
+    reference_rows(manager, trials, data, suite, torch_device, out_dir, console, records)
+
+    if jobs:
+        executor = make_executor(options, manager, out_dir / "logs", datasets=data.built)
+        try:
+            _run_jobs(executor, jobs, manager, torch_device, console, records)
+        finally:
+            executor.close()
+            # whatever happened (even Ctrl-C), the leaderboards show every record written so far
+            write_leaderboards(load_records(runs_dir, suite), out_dir)
+    manager.hook.suite_finished(records=records)
+    write_leaderboards(load_records(runs_dir, suite), out_dir)
+    return records
+
+
+def lock_suite(out_dir: Path):
+    """Hold an exclusive lock on the suite folder for this run: two runners writing the same suite
+    would run trials twice and race on checkpoints.  The system drops the lock when the process
+    ends, however it ends."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(out_dir / ".genbench.lock", "a+")
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: run unguarded
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise GenbenchError(f"suite folder {out_dir} is in use by another genbench run ({holder}); wait for it to "
+                            "finish or choose another --suite or --runs-dir") from None
+    fh.truncate(0)
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
+
+
+def clean_leftovers(out_dir: Path) -> None:
+    """Delete temp files that a killed run left half-written (their writer's process is gone)."""
+    for folder in ("trials", "checkpoints", "samples", "."):
+        for tmp in (out_dir / folder).glob(".*.tmp*"):
+            pid = tmp.name.rsplit(".tmp", 1)[-1]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reference_rows(manager, trials, data, suite, device, out_dir, console, records) -> None:
+    profile_names = sorted({t.profile for t in trials})
+    for ds_name in sorted({t.dataset for t in trials}):
+        entry = manager.datasets.get(ds_name)
+        if entry.kind != "image":
+            continue
+        for prof in profile_names:
+            try:
+                records.append(reference_record(data.get(ds_name), get_profile(prof), suite, device, out_dir))
+            except Exception as exc:
+                console.print(f"[yellow]reference row for {ds_name} not computed: {type(exc).__name__}: {exc}")
+
+
+def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, console: Console,
+              records: list[dict]) -> None:
     columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task("suite", total=len(trials), info="")
-        for trial in trials:
-            cls = manager.models.get(trial.model)
-            key = trial.key(cls)
-            label = f"{trial.model} / {trial.dataset} / seed {trial.seed}"
-            if key in finished:
-                records.append(finished[key])
-                progress.advance(overall)
-                continue
-            task = progress.add_task(label, total=1.0, info="loading data")
-            try:
-                dataset = data.get(trial.dataset)
-            except Exception as exc:  # a dataset that cannot load fails its trials, not the suite
-                from genbench.results import write_record
-                from genbench.runner import base_record
+        overall = progress.add_task("suite", total=len(jobs), info="")
+        tasks: dict[int, int] = {}
 
-                rec = base_record(trial, cls, manager, suite, device)
-                rec["reason"] = f"{type(exc).__name__}: {exc}"
-                write_record(trial_dir(runs_dir, suite) / f"{rec['trial_id']}.json", rec)
-                records.append(rec)
-                progress.update(task, info=f"[red]failed: {exc}")
-                progress.advance(overall)
-                continue
+        def on_event(job: TrialJob, kind: str, value) -> None:
+            if kind == "start":
+                manager.hook.trial_started(trial=job.trial)
+                label = f"{job.trial.model} / {job.trial.dataset} / seed {job.trial.seed}"
+                tasks[job.index] = progress.add_task(label, total=1.0, info="starting")
+            elif kind == "phase":
+                info = {"setup": "loading data", "train": "training", "eval": "evaluating"}.get(value, value)
+                progress.update(tasks[job.index], info=info, completed=0.8 if value == "eval" else None)
+            elif kind == "progress":
+                frac, losses = value
+                progress.update(tasks[job.index], completed=frac * 0.8, info="train " + _loss_text(losses))
+            elif kind == "metric":
+                progress.update(tasks[job.index], completed=0.85, info=f"eval {value}")
 
-            def on_train(frac, losses, _task=task):
-                progress.update(_task, completed=frac * 0.8,
-                                info="train " + " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:3]))
-
-            def on_metric(name, _task=task):
-                progress.update(_task, completed=0.85, info=f"eval {name}")
-
-            rec = run_trial(trial, manager, dataset, device, out_dir, suite, on_train, on_metric)
-            status = "[green]ok" if rec["status"] == "ok" else f"[red]failed: {rec['reason'][:60]}"
-            progress.update(task, completed=1.0, info=f"{status} ({rec['used']['steps']} steps)")
+        for job, outcome in executor.run(jobs, on_event):
+            rec = fault_record(job, outcome, manager, device) if isinstance(outcome, Fault) else outcome
+            write_record(trial_dir(job.runs_dir, job.suite) / f"{rec['trial_id']}.json", rec)
+            remove_checkpoint(checkpoint_path(job.suite_dir, rec["trial_id"]))
+            manager.hook.trial_finished(trial=job.trial, record=rec)
             records.append(rec)
+            status = "[green]ok" if rec["status"] == "ok" else f"[red]failed: {rec['reason'][:70]}"
+            if job.index in tasks:
+                progress.update(tasks[job.index], completed=1.0, info=f"{status} ({rec['used']['steps']} steps)")
             progress.advance(overall)
-        # the floor rows: held-out real data against the training reference, once per image dataset
-        profile_names = sorted({t.profile for t in trials})
-        for ds_name in sorted({t.dataset for t in trials}):
-            entry = manager.datasets.get(ds_name)
-            if entry.kind != "image":
-                continue
-            for prof in profile_names:
-                try:
-                    records.append(reference_record(data.get(ds_name), get_profile(prof), suite, device, out_dir))
-                except Exception as exc:
-                    console.print(f"[yellow]reference row for {ds_name} not computed: {exc}")
-    manager.hook.suite_finished(records=records)
-    all_records = load_records(runs_dir, suite)
-    write_leaderboards(all_records, out_dir)
-    return records
 
 
 def summary(records: list[dict]) -> str:
@@ -156,19 +308,74 @@ def summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SUITE_KEYS = {
+    "name": "suite name: the folder under the runs dir (default: the profile)",
+    "models": "list of model names",
+    "datasets": "list of dataset names",
+    "budget": 'budget string such as "30s", "2000steps" or "1e12flop"',
+    "seeds": "number of seeds (whole number >= 1)",
+    "profile": "evaluation profile name",
+    "config": "a table per model of config overrides, e.g. [config.vae] hidden = 200",
+}
+SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_suite_name(name, where: str = "--suite") -> str:
+    if not isinstance(name, str) or not SUITE_NAME.match(name):
+        raise GenbenchError(f"{where}: suite name {name!r} must be a folder name of letters, digits, '.', '_' "
+                            "and '-' (no path separators), e.g. quick-2024")
+    return name
+
+
 def load_suite_file(path: str) -> dict:
-    """A TOML suite file: keys models, datasets, budget, seeds, profile, config (per model)."""
+    """A TOML suite file: keys name, models, datasets, budget, seeds, profile, config (per model).
+    Every key and type is checked; an error names the file, the key and what it should be."""
     import tomllib
+
+    from genbench.profiles import PROFILES
 
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise GenbenchError(f"suite file {path!r} not found") from None
+        raise GenbenchError(f"suite file {path!r} not found; give the path of a TOML file "
+                            "(keys: " + ", ".join(SUITE_KEYS) + ")") from None
+    except IsADirectoryError:
+        raise GenbenchError(f"suite file {path!r} is a folder; give the path of a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise GenbenchError(f"suite file {path!r} is not valid TOML: {exc}") from None
-    allowed = {"models", "datasets", "budget", "seeds", "profile", "config", "name"}
-    unknown = set(data) - allowed
+    unknown = set(data) - set(SUITE_KEYS)
     if unknown:
-        raise GenbenchError(f"suite file {path!r}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise GenbenchError(f"suite file {path!r}: unknown keys {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
+
+    def bad(key, value):
+        return GenbenchError(f"suite file {path!r}: {key} must be a {SUITE_KEYS[key]}, "
+                             f"got {type(value).__name__} {value!r}")
+
+    for key in ("models", "datasets"):
+        if key in data:
+            value = data[key]
+            if isinstance(value, str):
+                data[key] = [value]
+            elif not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                raise bad(key, value)
+    if "budget" in data:
+        if not isinstance(data["budget"], str):
+            raise bad("budget", data["budget"])
+        try:
+            Budget.parse(data["budget"])
+        except GenbenchError as exc:
+            raise GenbenchError(f"suite file {path!r}: {exc}") from None
+    if "seeds" in data and (isinstance(data["seeds"], bool) or not isinstance(data["seeds"], int)
+                            or data["seeds"] < 1):
+        raise bad("seeds", data["seeds"])
+    if "profile" in data and (not isinstance(data["profile"], str) or data["profile"] not in PROFILES):
+        raise GenbenchError(f"suite file {path!r}: profile must be one of {', '.join(PROFILES)}, "
+                            f"got {data['profile']!r}")
+    if "name" in data:
+        check_suite_name(data["name"], f"suite file {path!r}: name")
+    if "config" in data:
+        cfg = data["config"]
+        if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
+            raise bad("config", cfg)
     return json.loads(json.dumps(data))

@@ -134,6 +134,8 @@ class PlanarFlow(GenerativeModel):
         z = self.base_mean + self.base_log_scale.exp() * randn((n, self.spec.dim), generator, self.device)
         for layer in self.layers:
             z, _ = layer(z)
+        if self.spec.kind == "image":
+            z = z.clamp(0, 1)  # the density lives on dequantised pixels in [0, 1]; its tails do not
         return z.reshape(n, *self.spec.shape)
 
 

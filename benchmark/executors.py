@@ -1,0 +1,684 @@
+"""Executors: where trials run, and how a trial that kills or hangs its process becomes a result.
+
+Three executors run the same :func:`genbench.runner.perform_trial`:
+
+``local`` (the default)
+    A small pool of long-lived worker processes (``--workers N``, default 1), started with the
+    "spawn" method (forking a process whose torch threads already exist is unsafe).  Each worker
+    imports torch and loads the plugins once (about 3 s) and then runs many trials, so isolation
+    costs milliseconds per trial, not seconds.  The runner watches every worker: a worker that
+    dies mid-trial (segfault, ``os.abort()``, SIGKILL) or stays in one phase of a trial past its
+    time limit is killed and replaced, and its trial is recorded as failed with the reason
+    ("crashed: signal SIGABRT", "timed out after 30 s in training").  Each worker caps its
+    address space (``--memory-limit``) so a trial that allocates without bound fails with
+    "out of memory" instead of taking the machine down; a worker that ran out of memory is
+    replaced by a fresh one.  Workers die with the runner (Linux parent-death signal, and a
+    watchdog elsewhere), so a killed runner leaves no stray trial running.
+
+``inline``
+    Every trial in the runner's own process: no isolation (a crash or a hang stops the suite),
+    for debugging with a debugger or profiler.
+
+``ray``
+    Each trial is a Ray task (``num_gpus=1`` where the cluster has GPUs, else ``num_cpus=1``) on
+    a local Ray instance or an existing cluster (``--address host:6379``).  Plugins given with
+    ``--plugin`` are shipped with the task, and the sample grid comes back with the record.  Every
+    node needs the same environment (genbench, torch, installed plugins); checkpoints resume across
+    runs where the runs folder is on a filesystem the nodes share.  Ray workers are shared
+    processes, so no address-space cap is set there: Ray's own memory monitor stops a task that
+    exhausts the node, and the trial is recorded as "out of memory".
+
+Time limits are per phase of a trial: *setup* (loading data, building the model, reading a
+checkpoint) and *evaluation* get the evaluation allowance (``--eval-timeout``, by default by
+profile); *training* gets ``--trial-timeout``, by default derived from the budget (1.5 x a time
+budget + 2 minutes; a generous 12 hours for step and FLOP budgets, whose duration is not known in
+advance).  The Ray executor cannot see phases and applies their sum to the whole task.
+"""
+
+from __future__ import annotations
+
+import collections
+import faulthandler
+import gc
+import hashlib
+import math
+import multiprocessing as mp
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+
+import torch
+
+from genbench.errors import GenbenchError
+from genbench.runner import Trial, perform_trial, resolve_device
+
+EXECUTORS = ("local", "inline", "ray")
+STARTUP_ALLOWANCE_S = 300.0  # importing torch and the plugins in a fresh worker
+STEP_BUDGET_TRAIN_LIMIT_S = 12 * 3600.0
+EVAL_ALLOWANCE_S = {"test": 600.0, "quick": 1800.0, "standard": 12 * 3600.0}
+DEFAULT_EVAL_ALLOWANCE_S = 3600.0
+DEFAULT_MEMORY_LIMIT_GB = 8.0
+PROGRESS_INTERVAL_S = 0.25  # how often a worker reports training progress
+
+
+@dataclass
+class ExecutorOptions:
+    """How and where a suite's trials run (the ``genbench run`` flags of the same names)."""
+
+    kind: str = "local"
+    workers: int = 1
+    address: str | None = None
+    device: str = "auto"
+    trial_timeout: float | None = None  # training-phase limit in seconds; None = from the budget
+    eval_timeout: float | None = None  # setup and evaluation limit; None = by profile
+    memory_limit_gb: float = DEFAULT_MEMORY_LIMIT_GB  # added address space a trial may use; 0 = no cap
+    checkpoint_every: float = 0.25  # fraction of the budget between checkpoints; 0 = none
+    plugin_files: tuple[str, ...] = ()
+    threads: int | None = None  # torch CPU threads per trial; None = the cores shared among the workers
+
+    def validate(self) -> ExecutorOptions:
+        if self.kind not in EXECUTORS:
+            raise GenbenchError(f"unknown executor {self.kind!r}; choose one of {', '.join(EXECUTORS)}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise GenbenchError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise GenbenchError(f"--threads must be a whole number of at least 1, got {self.threads!r}")
+        if self.workers > 1 and self.kind != "local":
+            raise GenbenchError(f"--workers {self.workers} applies to the local executor only; the {self.kind} "
+                                "executor " + ("runs one trial at a time" if self.kind == "inline" else
+                                               "runs as many trials as the cluster has GPUs (or CPUs)"))
+        if self.address and self.kind != "ray":
+            raise GenbenchError(f"--address {self.address!r} needs --executor ray (it names a Ray cluster's head)")
+        for flag, value in (("--trial-timeout", self.trial_timeout), ("--eval-timeout", self.eval_timeout)):
+            if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise GenbenchError(f"{flag} must be a positive number of seconds, got {value!r}")
+        if not (math.isfinite(self.memory_limit_gb) and self.memory_limit_gb >= 0):
+            raise GenbenchError("--memory-limit must be a number of GiB >= 0 (0 = no cap), "
+                                f"got {self.memory_limit_gb!r}")
+        if not (0 <= self.checkpoint_every < 1):
+            raise GenbenchError(f"--checkpoint-every must be a fraction of the budget in [0, 1) (0 = no checkpoints), "
+                                f"got {self.checkpoint_every!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Seconds each phase of one trial may take before the trial counts as hung."""
+
+    setup_s: float
+    train_s: float
+    eval_s: float
+    train_flag: str = "--trial-timeout"
+    eval_flag: str = "--eval-timeout"
+
+    def for_phase(self, phase: str) -> tuple[float, str]:
+        if phase == "starting":
+            return STARTUP_ALLOWANCE_S, "the worker start-up allowance"
+        if phase == "train":
+            return self.train_s, self.train_flag
+        return (self.setup_s if phase == "setup" else self.eval_s), self.eval_flag
+
+    def total(self) -> float:
+        return STARTUP_ALLOWANCE_S + self.setup_s + self.train_s + self.eval_s
+
+
+def trial_limits(trial: Trial, options: ExecutorOptions) -> Limits:
+    if options.trial_timeout is not None:
+        train = float(options.trial_timeout)
+    elif trial.budget.kind == "seconds":
+        train = 1.5 * trial.budget.amount + 120.0
+    else:
+        train = STEP_BUDGET_TRAIN_LIMIT_S
+    allowance = options.eval_timeout or EVAL_ALLOWANCE_S.get(trial.profile, DEFAULT_EVAL_ALLOWANCE_S)
+    return Limits(setup_s=float(allowance), train_s=train, eval_s=float(allowance))
+
+
+@dataclass
+class TrialJob:
+    """Everything a worker needs to run one trial (picklable, small)."""
+
+    index: int
+    trial: Trial
+    trial_id: str
+    suite: str
+    runs_dir: str  # absolute
+    device: str
+    checkpoint_every: float
+    limits: Limits
+    command: str = ""
+    threads: int | None = None
+
+    @property
+    def suite_dir(self) -> Path:
+        return Path(self.runs_dir) / self.suite
+
+
+@dataclass
+class Fault:
+    """A trial that ended without a record of its own: its process died or hung."""
+
+    kind: str  # "crashed" | "timeout" | "oom" | "worker"
+    reason: str
+
+
+Result = tuple[TrialJob, "dict | Fault"]
+EventHandler = Callable[[TrialJob, str, object], None]  # (job, "start"|"phase"|"progress"|"metric", value)
+
+
+def _no_events(job, kind, value) -> None:
+    return None
+
+
+# --- what runs in a worker ------------------------------------------------------------------
+
+
+class WorkerRuntime:
+    """A process's plugin manager and datasets, kept across the trials it runs."""
+
+    def __init__(self, plugin_files: tuple[str, ...], device: str, manager=None):
+        from genbench.manager import PluginManager
+
+        self.manager = manager if manager is not None else PluginManager(plugin_files=plugin_files)
+        self.device = resolve_device(device)
+        self.datasets: dict = {}
+
+    def dataset(self, name: str):
+        if name not in self.datasets:
+            self.datasets[name] = self.manager.datasets.get(name).build().to(self.device)
+        return self.datasets[name]
+
+    def run(self, job: TrialJob, out_dir: Path, emit: EventHandler = _no_events) -> dict:
+        last = [0.0]
+
+        def on_train(frac, losses):
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S or frac >= 1.0:
+                last[0] = now
+                emit(job, "progress", (frac, {k: float(v) for k, v in list(losses.items())[:3]}))
+
+        record = perform_trial(
+            job.trial, self.manager, self.dataset, self.device, out_dir, job.suite,
+            checkpoint_dir=job.suite_dir, checkpoint_every=job.checkpoint_every,
+            on_phase=lambda phase: emit(job, "phase", phase), on_train=on_train,
+            on_metric=lambda name: emit(job, "metric", name))
+        record["command"] = job.command
+        return record
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the runner ends, even by SIGKILL: a stray worker would go on
+    training (and writing its checkpoint) beside the runner that resumes the suite."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    if os.getppid() != parent_pid:  # the runner died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="genbench-parent-watch", daemon=True).start()
+
+
+def _vm_size() -> int:
+    """This process's address space in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cap_memory(extra_gb: float, device: torch.device) -> str:
+    """Limit this process's address space to what it uses now plus ``extra_gb``.  Not applied on
+    CUDA, whose driver reserves far more address space than it uses."""
+    if extra_gb <= 0:
+        return "no memory cap (--memory-limit 0)"
+    if device.type == "cuda":
+        return "no address-space cap on CUDA devices"
+    try:
+        import resource
+    except ImportError:
+        return "no memory cap on this platform"
+    cap = _vm_size() + int(extra_gb * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    return f"address space capped at {cap / 2**30:.1f} GiB"
+
+
+def worker_main(conn, plugin_files: tuple[str, ...], device: str, memory_limit_gb: float, log_path: str,
+                parent_pid: int, threads: int | None) -> None:
+    """A worker process: load the plugins once, then run the trials the runner sends."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C stops
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(file=log)  # a crash leaves the Python stack of the crashing trial in the log
+    print(f"--- genbench worker {os.getpid()} started", flush=True)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def emit(job, kind, value):
+        conn.send((kind, value))
+
+    try:
+        runtime = WorkerRuntime(tuple(plugin_files), device)
+        print(f"--- {cap_memory(memory_limit_gb, runtime.device)}", flush=True)
+    except BaseException as exc:  # the runner reports it; nothing here can recover
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        print(f"--- trial {job.trial_id}", flush=True)
+        record = runtime.run(job, job.suite_dir, emit)
+        # after running out of memory the heap may be fragmented or held by leaked references:
+        # the next trial gets a fresh process
+        retire = record.get("fault") == "oom"
+        conn.send(("done", (record, retire)))
+        if retire:
+            return
+        if record["status"] != "ok":
+            del record
+            gc.collect()  # a traceback holds frames in cycles; a full collection costs ~0.3 s, so only then
+
+
+# --- executors ------------------------------------------------------------------------------
+
+
+class InlineExecutor:
+    """Trials in this process, one after the other (no isolation: for debugging)."""
+
+    def __init__(self, options: ExecutorOptions, manager, datasets=None):
+        self.runtime = WorkerRuntime(options.plugin_files, options.device, manager=manager)
+        self.threads = options.threads
+        if datasets is not None:
+            self.runtime.datasets = datasets
+
+    def run(self, jobs: list[TrialJob], on_event: EventHandler = _no_events) -> Iterator[Result]:
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            for job in jobs:
+                on_event(job, "start", None)
+                yield job, self.runtime.run(job, job.suite_dir, on_event)
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        return None
+
+
+def signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+def crash_site(log_path: Path, offset: int) -> str:
+    """The innermost Python frame of the crashing thread that faulthandler wrote to the worker's
+    log, e.g. "train_step (my_plugin.py:12)"; empty when there is none."""
+    try:
+        with open(log_path, errors="replace") as fh:
+            fh.seek(offset)
+            lines = fh.read().splitlines()
+    except OSError:
+        return ""
+    starts = [i for i, line in enumerate(lines) if line.startswith("Current thread ")]
+    if not starts:
+        return ""
+    for frame in lines[starts[-1] + 1:]:
+        frame = frame.strip()
+        if not frame.startswith("File "):
+            break
+        # File "/path/x.py", line 12 in train_step
+        try:
+            path, rest = frame[6:].split('", line ', 1)
+            lineno, func = rest.split(" in ", 1)
+        except ValueError:
+            return frame
+        return f"{func} ({Path(path).name}:{lineno})"
+    return ""
+
+
+class _Worker:
+    def __init__(self, ctx, slot: int, options: ExecutorOptions, log_path: Path, threads: int | None):
+        self.slot = slot
+        self.log_path = log_path
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=worker_main, name=f"genbench-worker-{slot}", daemon=True,
+            args=(child_conn, tuple(options.plugin_files), options.device, options.memory_limit_gb,
+                  str(log_path), os.getpid(), threads))
+        self.proc.start()
+        child_conn.close()
+        self.conn = parent_conn
+        self.ready = False
+        self.job: TrialJob | None = None
+        self.phase = "starting"
+        self.phase_started = time.monotonic()
+        self.log_offset = 0
+
+    def assign(self, job: TrialJob) -> None:
+        self.job = job
+        self.phase = "setup" if self.ready else "starting"
+        self.phase_started = time.monotonic()
+        try:
+            self.log_offset = self.log_path.stat().st_size
+        except OSError:
+            self.log_offset = 0
+        self.conn.send(job)
+
+    def deadline(self) -> float:
+        limit, _ = self.job.limits.for_phase(self.phase)
+        return self.phase_started + limit
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(2)
+        self.kill()
+
+
+class LocalExecutor:
+    """Trials in a pool of long-lived worker processes that the runner replaces when they die or hang."""
+
+    def __init__(self, options: ExecutorOptions, log_dir: Path):
+        self.options = options
+        self.ctx = mp.get_context("spawn")
+        self.log_dir = Path(log_dir)
+        cores = os.cpu_count() or 1
+        # one worker keeps torch's default threads (the same numbers as the inline executor);
+        # several share the cores instead of oversubscribing them
+        self.threads = options.threads or (None if options.workers == 1 else max(1, cores // options.workers))
+        self.workers: list[_Worker | None] = [None] * options.workers
+        self.failed_starts = 0
+
+    def _spawn(self, slot: int) -> _Worker:
+        return _Worker(self.ctx, slot, self.options, self.log_dir / f"worker-{slot}.log", self.threads)
+
+    def run(self, jobs: list[TrialJob], on_event: EventHandler = _no_events) -> Iterator[Result]:
+        pending = collections.deque(jobs)
+        try:
+            while True:
+                for slot, w in enumerate(self.workers):
+                    if w is not None and w.job is None and not w.proc.is_alive():
+                        w.kill()
+                        self.workers[slot] = w = None
+                    if pending and (w is None or w.job is None):
+                        if w is None:
+                            self.workers[slot] = w = self._spawn(slot)
+                        job = pending.popleft()
+                        on_event(job, "start", None)
+                        try:
+                            w.assign(job)
+                        except (OSError, ValueError):
+                            pass  # the worker died already: noticed below like any other death
+                busy = [w for w in self.workers if w is not None and w.job is not None]
+                if not busy:
+                    return
+                timeout = max(0.0, min(min(w.deadline() for w in busy) - time.monotonic(), 1.0))
+                wait_for([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+                for w in busy:
+                    yield from self._service(w, on_event, pending)
+        finally:
+            self.close()
+
+    def _service(self, w: _Worker, on_event: EventHandler, pending) -> Iterator[Result]:
+        eof = False
+        while w.job is not None:
+            try:
+                if not w.conn.poll():
+                    break
+                kind, value = w.conn.recv()
+            except (EOFError, OSError):
+                eof = True
+                break
+            job = w.job
+            if kind == "ready":
+                w.ready = True
+                self.failed_starts = 0
+                w.phase, w.phase_started = "setup", time.monotonic()
+            elif kind == "fatal":
+                self.failed_starts += 1
+                self._retire(w)
+                yield job, Fault("worker", f"the worker process could not start: {value}")
+                if self.failed_starts >= 2:  # every trial would fail the same way: say so once per trial
+                    while pending:
+                        yield pending.popleft(), Fault("worker", f"the worker process could not start: {value}")
+                return
+            elif kind == "phase":
+                w.phase, w.phase_started = value, time.monotonic()
+                on_event(job, "phase", value)
+            elif kind in ("progress", "metric"):
+                on_event(job, kind, value)
+            elif kind == "done":
+                record, retire = value
+                w.job = None
+                if retire:
+                    self._retire(w)
+                yield job, record
+                if retire:
+                    return
+        if w.job is not None and (eof or not w.proc.is_alive()):
+            w.proc.join(5)
+            job, fault = w.job, self._death(w)
+            self._retire(w)
+            yield job, fault
+            if not w.ready:
+                self.failed_starts += 1
+                if self.failed_starts >= 2:  # the environment, not a trial, is broken: no endless respawns
+                    while pending:
+                        yield pending.popleft(), fault
+        elif w.job is not None and time.monotonic() > w.deadline():
+            limit, flag = w.job.limits.for_phase(w.phase)
+            job, phase = w.job, w.phase
+            self._retire(w)
+            where = {"starting": "while the worker started", "setup": "in setup (data, model, checkpoint)",
+                     "train": "in training", "eval": "in evaluation"}.get(phase, f"in {phase}")
+            yield job, Fault("timeout", f"timed out after {limit:g} s {where} (limit: {flag})")
+
+    def _retire(self, w: _Worker) -> None:
+        w.job = None
+        w.kill()
+        if self.workers[w.slot] is w:
+            self.workers[w.slot] = None
+
+    def _death(self, w: _Worker) -> Fault:
+        code = w.proc.exitcode
+        if not w.ready:
+            return Fault("worker", f"the worker process exited with code {code} before it was ready (see the "
+                                   f"messages above and its log {w.log_path}; a script that runs suites must start "
+                                   "them under `if __name__ == '__main__':`, as worker processes import it)")
+        site = crash_site(w.log_path, w.log_offset)
+        where = f" in {site}" if site else ""
+        log = f"; worker log: {w.log_path}"
+        if code is not None and code < 0:
+            sig = signal_name(-code)
+            hint = " (the system may have killed it for memory)" if -code == signal.SIGKILL else ""
+            return Fault("crashed", f"crashed: signal {sig}{where}{hint}{log}")
+        return Fault("crashed", f"crashed: the worker process exited with code {code}{where}{log}")
+
+    def close(self) -> None:
+        for slot, w in enumerate(self.workers):
+            if w is not None:
+                if w.job is None:
+                    w.stop()
+                else:
+                    w.kill()
+                self.workers[slot] = None
+
+
+# --- Ray ------------------------------------------------------------------------------------
+
+_RAY_RUNTIMES: dict = {}
+
+
+def _materialise_plugins(plugins: list[tuple[str, str]]) -> tuple[str, ...]:
+    """Plugin file paths usable on this node: the runner's own path where the file is there (same
+    machine or shared filesystem), else a copy of the shipped source."""
+    paths = []
+    for path, source in plugins:
+        if Path(path).is_file():
+            paths.append(path)
+            continue
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / "genbench-ray-plugins" / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / Path(path).name
+        if not copy.exists():
+            copy.write_text(source)
+        paths.append(str(copy))
+    return tuple(paths)
+
+
+def ray_trial(job: TrialJob, plugins: list[tuple[str, str]]) -> dict:
+    """One trial as a Ray task: returns the record and the files it made (the sample grid), which
+    the runner writes (the task may run on a node without the runs folder)."""
+    paths = _materialise_plugins(plugins)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    key = (paths, job.device)
+    if key not in _RAY_RUNTIMES:
+        _RAY_RUNTIMES[key] = WorkerRuntime(paths, job.device)
+    runtime = _RAY_RUNTIMES[key]
+    with tempfile.TemporaryDirectory(prefix="genbench-ray-") as tmp:
+        record = runtime.run(job, Path(tmp))
+        files = {}
+        if record.get("samples"):
+            files[record["samples"]] = (Path(tmp) / record["samples"]).read_bytes()
+    return {"record": record, "files": files}
+
+
+@dataclass
+class _InFlight:
+    job: TrialJob
+    ref: object
+    deadline: float
+    started: float = field(default_factory=time.monotonic)
+
+
+class RayExecutor:
+    """Each trial a Ray task, on a local Ray instance or an existing cluster (``--address``)."""
+
+    def __init__(self, options: ExecutorOptions):
+        try:
+            import ray
+        except ImportError:
+            raise GenbenchError('--executor ray needs Ray: pip install -e ".[ray]" '
+                                '(or pip install "ray[default]>=2.9")') from None
+        self.ray = ray
+        self.started_here = False
+        if not ray.is_initialized():
+            # a Ray instance started here serves this run only: no dashboard to start and expose
+            extra = {} if options.address else {"include_dashboard": False}
+            try:
+                ray.init(address=options.address, log_to_driver=False, **extra)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = f"the Ray cluster at {options.address!r}" if options.address else "a local Ray instance"
+                raise GenbenchError(f"could not connect to {where}: {exc}. Start the head with `ray start --head` "
+                                    "and pass --address <head-ip>:6379.") from None
+            self.started_here = True
+        resources = ray.cluster_resources()
+        use_gpu = resources.get("GPU", 0) >= 1 and options.device != "cpu"
+        self.task_resources = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
+        self.slots = max(1, int(resources.get("GPU" if use_gpu else "CPU", 1)))
+        self.remote = ray.remote(max_retries=0)(ray_trial).options(**self.task_resources)
+        self.plugins = [(str(Path(p).resolve()), Path(p).read_text()) for p in options.plugin_files]
+
+    def _outcome(self, flight: _InFlight) -> dict | Fault:
+        ray = self.ray
+        try:
+            out = ray.get(flight.ref)
+        except ray.exceptions.OutOfMemoryError as exc:
+            return Fault("oom", f"out of memory: Ray's memory monitor stopped the task ({str(exc).splitlines()[0]})")
+        except ray.exceptions.WorkerCrashedError:
+            return Fault("crashed", "crashed: the Ray worker process died (segfault, abort or kill)")
+        except ray.exceptions.RayError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return Fault("crashed", f"crashed: {type(exc).__name__}: {first}"[:500])
+        from genbench.results import atomic_write_bytes
+
+        for rel, data in out["files"].items():
+            atomic_write_bytes(flight.job.suite_dir / rel, data)
+        return out["record"]
+
+    def run(self, jobs: list[TrialJob], on_event: EventHandler = _no_events) -> Iterator[Result]:
+        ray = self.ray
+        pending = collections.deque(jobs)
+        inflight: dict = {}
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < self.slots:
+                    job = pending.popleft()
+                    on_event(job, "start", None)
+                    ref = self.remote.remote(job, self.plugins)
+                    inflight[ref] = _InFlight(job, ref, time.monotonic() + job.limits.total())
+                timeout = max(0.0, min(min(f.deadline for f in inflight.values()) - time.monotonic(), 1.0))
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+                for ref in done:
+                    flight = inflight.pop(ref)
+                    yield flight.job, self._outcome(flight)
+                now = time.monotonic()
+                for ref, flight in list(inflight.items()):
+                    if now > flight.deadline:
+                        ray.cancel(ref, force=True)
+                        del inflight[ref]
+                        limit = flight.deadline - flight.started
+                        yield flight.job, Fault("timeout", f"timed out after {limit:g} s (whole task: start-up, "
+                                                           "setup, training and evaluation limits together)")
+        finally:
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def make_executor(options: ExecutorOptions, manager, log_dir: Path, datasets=None):
+    options.validate()
+    if options.kind == "inline":
+        return InlineExecutor(options, manager, datasets)
+    if options.kind == "ray":
+        return RayExecutor(options)
+    return LocalExecutor(options, log_dir)
