@@ -7,12 +7,13 @@ import math
 import sys
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from genbench.budget import Budget
 from genbench.errors import GenbenchError
 from genbench.manager import PluginManager
 from genbench.profiles import PROFILES, get_profile
-from rich.console import Console
-from rich.table import Table
 
 DEFAULT_RUNS = "runs"
 # columns shown in the terminal table (the CSVs have all of them), in this order when present
@@ -47,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="local", choices=["local", "inline", "ray"],
                    help="local: isolated worker processes (default); inline: in this process, for debugging; "
                         "ray: Ray tasks on a local instance or a cluster")
-    r.add_argument("--workers", type=int, default=1, help="worker processes of the local executor (default 1)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the local executor (default: one per CPU core, at most 8, "
+                        "each with 1 torch thread; 1 on a GPU)")
     r.add_argument("--address", default=None, help="Ray cluster head, host:6379 (with --executor ray)")
     r.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
                    help="training time limit per trial (default: 1.5x a time budget + 120 s; "

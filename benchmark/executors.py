@@ -68,12 +68,20 @@ DEFAULT_MEMORY_LIMIT_GB = 8.0
 PROGRESS_INTERVAL_S = 0.25  # how often a worker reports training progress
 
 
+def default_workers(kind: str, device: str) -> int:
+    """Small models train fastest on one thread, so on a CPU the local executor runs one trial per
+    core (each with one torch thread and so one core's worth of time budget); on a GPU, one."""
+    if kind != "local" or resolve_device(device).type == "cuda":
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 @dataclass
 class ExecutorOptions:
     """How and where a suite's trials run (the ``genbench run`` flags of the same names)."""
 
     kind: str = "local"
-    workers: int = 1
+    workers: int | None = None  # None = one per CPU core (at most 8) on a CPU, one on a GPU
     address: str | None = None
     device: str = "auto"
     trial_timeout: float | None = None  # training-phase limit in seconds; None = from the budget
@@ -84,6 +92,8 @@ class ExecutorOptions:
     threads: int | None = None  # torch CPU threads per trial; None = the cores shared among the workers
 
     def validate(self) -> ExecutorOptions:
+        if self.workers is None:
+            self.workers = default_workers(self.kind, self.device)
         if self.kind not in EXECUTORS:
             raise GenbenchError(f"unknown executor {self.kind!r}; choose one of {', '.join(EXECUTORS)}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:

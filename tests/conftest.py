@@ -10,9 +10,19 @@ import pytest
 # Set before genbench is imported anywhere so every cache write goes to a throwaway folder.
 os.environ.setdefault("GENBENCH_CACHE", tempfile.mkdtemp(prefix="genbench-test-cache-"))
 os.environ.pop("GENBENCH_PLUGINS", None)
+# Tiny test models run fastest on one thread, and two threads thrash when the cores are shared;
+# worker processes the tests start inherit this.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_RAW = REPO.parent / "shared" / "data" / "mnist" / "raw"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
