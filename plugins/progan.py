@@ -335,6 +335,11 @@ def stage_column(stage: int) -> str:
 
 
 class ProGANStageFID(Metric):
+    """FID of each reached stage's own output against the real data blurred to that stage's
+    resolution.  The stages are scored with the trained model's weights: an earlier stage's toRGB
+    layer stops learning once its successor has faded in while the blocks it reads keep changing,
+    so its FID measures what is left of that stage at the end of training, not its best."""
+
     name = "progan_stage_fid"
     columns = {stage_column(s): "lower" for s in range(MAX_STAGES)}
     needs = frozenset({Capability.SAMPLE})
