@@ -71,6 +71,14 @@ def fidelity_metrics(gen: FeatureSet, ref: FeatureSet, profile: Profile, seed: i
     return out
 
 
+def n_generated(dataset: Dataset, profile: Profile) -> int:
+    """Generated samples per model: the profile's count, but no more than the held-out real images
+    (validation + test) that make the floor row, because FID, KID and precision/recall depend on
+    the sample count and the floor is only a floor at the same count."""
+    held = len(dataset.split("val")["x"]) + len(dataset.split("test")["x"])
+    return min(profile.n_fid_samples, held)
+
+
 class SampleQuality(Metric):
     name = "sample_quality"
     columns = {FID: "lower", IS: "higher", KID: "lower", PRECISION: "higher", RECALL: "higher"}
@@ -79,13 +87,14 @@ class SampleQuality(Metric):
 
     def estimator(self, profile: Profile) -> str:
         return (f"torch-fidelity on domain-classifier features; ref=train[:{profile.n_reference}], "
-                f"n_gen={profile.n_fid_samples}, KID poly3 {profile.kid_subsets}x{profile.kid_subset_size}, "
+                f"n_gen=min({profile.n_fid_samples}, held-out count), "
+                f"KID poly3 {profile.kid_subsets}x{profile.kid_subset_size}, "
                 f"IS splits={profile.is_splits}, PR k={profile.prc_neighborhood}")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext = domain_extractor(ctx.dataset, ctx.device)
         ref = reference_features(ctx.dataset, ext, "train", ctx.profile.n_reference)
-        feats, logits = ext.features(ctx.samples(ctx.profile.n_fid_samples))
+        feats, logits = ext.features(ctx.samples(n_generated(ctx.dataset, ctx.profile)))
         out = fidelity_metrics(FeatureSet(feats, logits), ref, ctx.profile, seed=ctx.seed)
         out["extractor_accuracy"] = ext.heldout_accuracy
         ctx.memo["extractor"] = ext.fingerprint()
@@ -97,7 +106,7 @@ def real_data_floor(dataset: Dataset, profile: Profile, device="cpu") -> dict[st
     best a model can expect at these sample counts."""
     ext = domain_extractor(dataset, device)
     ref = reference_features(dataset, ext, "train", profile.n_reference)
-    held = torch.cat([dataset.split("val")["x"], dataset.split("test")["x"]])[: profile.n_fid_samples]
+    held = torch.cat([dataset.split("val")["x"], dataset.split("test")["x"]])[: n_generated(dataset, profile)]
     feats, logits = ext.features(held)
     out = fidelity_metrics(FeatureSet(feats, logits), ref, profile)
     out["extractor_accuracy"] = ext.heldout_accuracy

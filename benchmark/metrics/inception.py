@@ -26,7 +26,17 @@ import torch
 from genbench.datasets import allow_download
 from genbench.errors import GenbenchError
 from genbench.metrics import EvalContext, Metric
-from genbench.metrics.fidelity import FID, IS, KID, PRECISION, RECALL, FeatureSet, fidelity_metrics, reference_features
+from genbench.metrics.fidelity import (
+    FID,
+    IS,
+    KID,
+    PRECISION,
+    RECALL,
+    FeatureSet,
+    fidelity_metrics,
+    n_generated,
+    reference_features,
+)
 from genbench.model import Capability
 from genbench.profiles import Profile
 
@@ -155,14 +165,14 @@ class InceptionSampleQuality(Metric):
 
     def estimator(self, profile: Profile) -> str:
         return (f"torch-fidelity on {EXTRACTOR_NAME} features (pool 2048 / unbiased logits); "
-                f"ref=train[:{profile.n_reference}], n_gen={profile.n_fid_samples}, KID poly3 "
+                f"ref=train[:{profile.n_reference}], n_gen=min({profile.n_fid_samples}, held-out count), KID poly3 "
                 f"{profile.kid_subsets}x{profile.kid_subset_size}, IS splits={profile.is_splits}, "
                 f"PR k={profile.prc_neighborhood}")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext = inception_extractor(device=ctx.device)
         ref = reference_features(ctx.dataset, ext, "train", ctx.profile.n_reference)
-        feats, logits = ext.features(ctx.samples(ctx.profile.n_fid_samples))
+        feats, logits = ext.features(ctx.samples(n_generated(ctx.dataset, ctx.profile)))
         out = fidelity_metrics(FeatureSet(feats, logits), ref, ctx.profile, seed=ctx.seed)
         fingerprint = ext.fingerprint()
         # the record has one extractor field: name both when the domain classifier ran too
