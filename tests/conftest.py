@@ -15,7 +15,21 @@ os.environ.pop("GENBENCH_PLUGINS", None)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_RAW = REPO.parent / "shared" / "data" / "mnist" / "raw"
+
+
+
+def _find_mnist_raw() -> Path:
+    """The real MNIST test files (torchvision's raw names) that the loading tests read: beside the
+    checkout in ../shared/data/mnist/raw, or where GENBENCH_TEST_MNIST_RAW points."""
+    candidates = [os.environ.get("GENBENCH_TEST_MNIST_RAW"), REPO.parent / "shared" / "data" / "mnist" / "raw",
+                  Path("/work/shared/data/mnist/raw")]
+    for c in candidates:
+        if c and any(Path(c).glob("t10k-images-idx3-ubyte*")):
+            return Path(c)
+    return REPO.parent / "shared" / "data" / "mnist" / "raw"
+
+
+MNIST_RAW = _find_mnist_raw()
 
 
 @pytest.fixture(scope="session", autouse=True)
