@@ -38,8 +38,8 @@ from torch import nn
 
 import genbench
 from genbench.model import Capability, GenerativeModel
-from genbench.nn import diag_gaussian, randn, standard_normal
 from genbench_plugins._conv import adam, canvas_size, crop_to, dcgan_init, doublings, pad_to, start_resolution
+from genbench_plugins.gan import GaussianObservationDecoder
 
 
 @dataclass
@@ -94,7 +94,7 @@ def bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class DCGAN(GenerativeModel):
+class DCGAN(GaussianObservationDecoder, GenerativeModel):
     name = "dcgan"
     family = "DCGAN"
     paper = "Radford, Metz & Chintala 2016, arXiv:1511.06434"
@@ -149,17 +149,6 @@ class DCGAN(GenerativeModel):
         g_loss.backward()
         self.optimizers["g"].step()
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
-
-    def sample(self, n, generator=None, condition=None):
-        return self.generate(randn((n, self.latent_dim), generator, self.device))
-
-    def decode(self, z):
-        mean = self.generate(z)
-        log_scale = torch.full_like(mean, float(torch.tensor(self.config.obs_sigma).log()))
-        return diag_gaussian(mean, log_scale, event_dims=len(self.spec.shape))
-
-    def prior(self):
-        return standard_normal(self.latent_dim, self.device)
 
 
 @genbench.hookimpl

@@ -33,7 +33,24 @@ class GANConfig:
     obs_sigma: float = 0.1  # std of the Gaussian observation model used only for likelihood estimates
 
 
-class GAN(GenerativeModel):
+class GaussianObservationDecoder:
+    """For generator families: ``decode(z)`` = N(G(z), obs_sigma^2 I) and a standard normal prior,
+    so AIS can estimate their likelihood like any decoder's.  Needs ``generate``, ``latent_dim``
+    and ``config.obs_sigma``."""
+
+    def sample(self, n, generator=None, condition=None):
+        return self.generate(randn((n, self.latent_dim), generator, self.device))
+
+    def decode(self, z):
+        mean = self.generate(z)
+        log_scale = torch.full_like(mean, float(torch.tensor(self.config.obs_sigma).log()))
+        return diag_gaussian(mean, log_scale, event_dims=len(self.spec.shape))
+
+    def prior(self):
+        return standard_normal(self.latent_dim, self.device)
+
+
+class GAN(GaussianObservationDecoder, GenerativeModel):
     name = "gan"
     family = "GAN"
     paper = "Goodfellow et al. 2014, arXiv:1406.2661"
@@ -77,17 +94,6 @@ class GAN(GenerativeModel):
         g_loss.backward()
         self.optimizers["g"].step()
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
-
-    def sample(self, n, generator=None, condition=None):
-        return self.generate(randn((n, self.latent_dim), generator, self.device))
-
-    def decode(self, z):
-        mean = self.generate(z)
-        log_scale = torch.full_like(mean, float(torch.tensor(self.config.obs_sigma).log()))
-        return diag_gaussian(mean, log_scale, event_dims=len(self.spec.shape))
-
-    def prior(self):
-        return standard_normal(self.latent_dim, self.device)
 
 
 @genbench.hookimpl
