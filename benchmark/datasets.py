@@ -238,7 +238,7 @@ def _unzipped(path: Path) -> Path:
     out = Path(tempfile.gettempdir()) / "genbench-idx" / f"{key}-{path.name}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
         with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             dst.write(src.read())
         os.replace(tmp, out)

@@ -178,11 +178,19 @@ class PluginManager:
             ("register_models", self.models),
         ):
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name in self.broken:
+                    continue
 
                 def register(item, _plugin=impl.plugin_name, _registry=registry):
                     _registry.add(item, _plugin)
 
-                impl.function(register=register)
+                try:
+                    impl.function(register=register)
+                except RegistrationError:
+                    raise
+                except Exception as exc:  # a plugin whose hook crashes is set aside, the others load
+                    self.broken[impl.plugin_name] = (
+                        f"its {hook_name} hook raised {type(exc).__name__}: {exc}. Fix or uninstall the plugin.")
 
     # --- queries ----------------------------------------------------------------------------
 

@@ -132,6 +132,21 @@ def metric_columns(records: Iterable[dict]) -> list[str]:
     return cols
 
 
+def latest_protocol(group: list[dict]) -> tuple[list[dict], int]:
+    """Keep the trials of the most recently finished (config, profile) of a row: a suite re-run
+    with another config must not pool old and new seeds.  Records without a config (a worker that
+    crashed before building the model) stay with the row."""
+    def protocol(r):
+        return json.dumps([r.get("config") or None, r.get("profile")], sort_keys=True, default=str)
+
+    known = [r for r in group if r.get("config")]
+    if len({protocol(r) for r in known}) <= 1:
+        return group, 0
+    latest = protocol(max(known, key=lambda r: r.get("finished") or ""))
+    kept = [r for r in group if not r.get("config") or protocol(r) == latest]
+    return kept, len(group) - len(kept)
+
+
 def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
     """One row per model on ``dataset``: metric means with 95% intervals over seeds, status,
     budget and its use, estimator and extractor names, versions."""
@@ -147,6 +162,7 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
     for model, kind, amount in sorted(keys, key=lambda k: (k[0] == REFERENCE_MODEL, k[1], k[2], k[0])):
         group = sorted((r for r in recs if r["model"] == model and budget_key(r) == (kind, amount)),
                        key=lambda r: r["seed"])
+        group, superseded = latest_protocol(group)
         ok = [r for r in group if r["status"] in ("ok", "reference")]
         first = (ok or group)[0]
         row = {
@@ -162,9 +178,20 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
         for key in ("seconds", "steps", "flops"):
             row[f"used_{key}"] = ci95([r["used"][key] for r in ok])[0] if ok else math.nan
         row["device"] = first.get("device", "")
+        gaps = []
         for c in cols:
-            mean, half = ci95([r["metrics"].get(c) for r in ok])
+            values = [r["metrics"].get(c) for r in ok]
+            mean, half = ci95(values)
             row[c], row[f"{c}_ci95"] = mean, half
+            finite = sum(v is not None and math.isfinite(v) for v in values)
+            if 0 < finite < len(ok):  # the mean covers fewer seeds than the seeds column says
+                gaps.append(f"{c}: {finite}/{len(ok)} seeds")
+        for r in ok:
+            errors = sorted(r.get("metric_errors", {}).items())
+            gaps.extend(f"{m} failed (seed {r['seed']}): {err}" for m, err in errors)
+        if superseded:
+            gaps.append(f"{superseded} older trial(s) with another config or profile left out")
+        row["notes"] = "; ".join(gaps)
         row["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in group if r["status"] == "failed")
         row["empty_cells"] = "; ".join(f"{m}: {why}" for m, why in sorted(first.get("not_applicable", {}).items()))
         row["estimators"] = json.dumps(first.get("estimators", {}), sort_keys=True)

@@ -155,3 +155,17 @@ def test_plugin_file_errors_are_clear(tmp_path):
     broken.write_text("import genbench\nraise RuntimeError('boom')\n")
     with pytest.raises(RegistrationError, match="(?s)failed to import.*boom"):
         PluginManager(plugin_files=[broken])
+
+
+def test_a_plugin_whose_hook_crashes_is_set_aside(tmp_path):
+    path = tmp_path / "crashing.py"
+    path.write_text(textwrap.dedent("""
+        import genbench
+
+        @genbench.hookimpl
+        def register_models(register):
+            raise ValueError("oops")
+    """))
+    manager = PluginManager(plugin_files=[path])
+    assert "vae" in manager.models  # the others still load
+    assert "raised ValueError: oops" in manager.broken[str(path)]

@@ -66,11 +66,14 @@ class EvalContext:
         if key not in self.memo:
             g = self.generator()
             out = []
+            was_training = self.model.training
             self.model.eval()
-            for start in range(0, n, SAMPLE_CHUNK):
-                k = min(SAMPLE_CHUNK, n - start)
-                out.append(self.model.sample(k, generator=g).detach().float().cpu())
-            self.model.train()
+            try:
+                for start in range(0, n, SAMPLE_CHUNK):
+                    k = min(SAMPLE_CHUNK, n - start)
+                    out.append(self.model.sample(k, generator=g).detach().float().cpu())
+            finally:
+                self.model.train(was_training)
             self.memo[key] = torch.cat(out)
         return self.memo[key]
 
