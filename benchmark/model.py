@@ -162,6 +162,15 @@ class GenerativeModel(nn.Module):
 
     # --- helpers for subclasses -------------------------------------------------------------
 
+    def maximum_likelihood_step(self, batch: dict[str, torch.Tensor], optimizer: str) -> dict[str, float]:
+        """One step of maximum likelihood on dequantised data: the training step of every flow."""
+        loss = -self.log_likelihood(self.spec.dequantize(batch["x"])).mean()
+        opt = self.optimizers[optimizer]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"nll": loss.item()}
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -122,13 +122,7 @@ class PlanarFlow(GenerativeModel):
         return total + self.base_log_prob(y)
 
     def train_step(self, batch, progress):
-        x = self.spec.dequantize(batch["x"])
-        loss = -self.log_likelihood(x).mean()
-        opt = self.optimizers["flow"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return {"nll": loss.item()}
+        return self.maximum_likelihood_step(batch, "flow")
 
     def sample(self, n, generator=None, condition=None):
         z = self.base_mean + self.base_log_scale.exp() * randn((n, self.spec.dim), generator, self.device)

@@ -193,13 +193,7 @@ class RealNVP(GenerativeModel):
         return log_normal_std(z) + logdet_flow + logdet_pre
 
     def train_step(self, batch, progress):
-        x = self.spec.dequantize(batch["x"])
-        loss = -self.log_likelihood(x).mean()
-        opt = self.optimizers["flow"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return {"nll": loss.item()}
+        return self.maximum_likelihood_step(batch, "flow")
 
     def sample(self, n, generator=None, condition=None):
         z = randn((n, self.spec.dim), generator, self.device)
