@@ -36,6 +36,7 @@ from rich.table import Table
 
 from genbench.checkpoint import ResumableBatches
 from genbench.errors import GenbenchError
+from genbench.metrics import held_out_condition
 from genbench.model import Capability, GenerativeModel
 
 SAMPLE_N = 16
@@ -131,7 +132,9 @@ class ModelChecker:
     def samples(self, model: GenerativeModel, n: int = SAMPLE_N, seed: int = 123) -> torch.Tensor:
         model.eval()
         try:
-            return model.sample(n, generator=torch.Generator().manual_seed(seed))
+            cond = held_out_condition(type(model), self.dataset, n, splits=("test",))
+            cond = None if cond is None else cond.to(self.device)
+            return model.sample(n, generator=torch.Generator().manual_seed(seed), condition=cond)
         finally:
             model.train()
 

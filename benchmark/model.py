@@ -8,6 +8,10 @@ A family is a ``torch.nn.Module`` subclass of :class:`GenerativeModel` with
   with the published defaults);
 * ``train_step(batch, progress)`` -- one optimisation step; returns a dict of float losses;
 * ``sample(n, generator, condition=None)`` -- ``n`` samples in data space;
+* ``condition_key`` -- for a family whose samples need an input (a caption, key patches): the
+  batch key of that input.  Every metric, the sample grid and ``genbench check`` then pass
+  ``condition=`` rows of that key from the dataset's held-out splits (see
+  ``genbench.metrics.held_out_condition``), so such a model is scored on inputs it never saw;
 * ``log_likelihood(x)`` -- exact log p(x) per example (exact-likelihood families only);
 * ``encode(x)`` / ``decode(z)`` / ``prior()`` -- torch distributions (latent-variable families).
 
@@ -98,6 +102,9 @@ class GenerativeModel(nn.Module):
     data_kinds: ClassVar[frozenset[str]] = frozenset({"image", "points"})
     # Extra batch keys the family needs (e.g. {"caption"}); datasets lacking them don't apply.
     requires: ClassVar[frozenset[str]] = frozenset()
+    # The batch key whose held-out rows every evaluator passes to sample(condition=...), for
+    # families that cannot sample without an input (text-to-image, key-patch completion).
+    condition_key: ClassVar[str | None] = None
     Config: ClassVar[type] = ModelConfig
     batch_size: ClassVar[int] = 64
 

@@ -55,6 +55,17 @@ def crop_to(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+class CanvasImages:
+    """For models that work on a [-1, 1] square canvas of side ``self.size``: data images in [0, 1]
+    of ``self.spec.shape`` to the canvas (background -1) and back."""
+
+    def to_canvas(self, x: torch.Tensor) -> torch.Tensor:
+        return pad_to(x * 2 - 1, self.size, value=-1.0)
+
+    def to_data(self, canvas: torch.Tensor) -> torch.Tensor:
+        return crop_to((canvas + 1) / 2, self.spec.shape)
+
+
 def dcgan_init(module: nn.Module, std: float = 0.02) -> None:
     """Radford et al. 2016: every weight from N(0, 0.02); batch-norm scales from N(1, 0.02)."""
     for m in module.modules():

@@ -38,7 +38,7 @@ from torch import nn
 
 import genbench
 from genbench.model import Capability, GenerativeModel
-from genbench_plugins._conv import adam, canvas_size, crop_to, dcgan_init, doublings, pad_to, start_resolution
+from genbench_plugins._conv import CanvasImages, adam, canvas_size, dcgan_init, doublings, start_resolution
 from genbench_plugins.gan import GaussianObservationDecoder
 
 
@@ -94,7 +94,7 @@ def bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class DCGAN(GaussianObservationDecoder, GenerativeModel):
+class DCGAN(CanvasImages, GaussianObservationDecoder, GenerativeModel):
     name = "dcgan"
     family = "DCGAN"
     paper = "Radford, Metz & Chintala 2016, arXiv:1511.06434"
@@ -115,13 +115,6 @@ class DCGAN(GaussianObservationDecoder, GenerativeModel):
             "g": adam(self.generator.parameters(), config.lr, betas),
             "d": adam(self.discriminator.parameters(), config.lr, betas),
         }
-
-    # images in [0, 1] of the data's shape <-> the model's [-1, 1] canvas
-    def to_canvas(self, x: torch.Tensor) -> torch.Tensor:
-        return pad_to(x * 2 - 1, self.size, value=-1.0)
-
-    def to_data(self, canvas: torch.Tensor) -> torch.Tensor:
-        return crop_to((canvas + 1) / 2, self.spec.shape)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] of shape ``(*z.shape[:-1], *spec.shape)``."""

@@ -13,10 +13,34 @@ from typing import Any, ClassVar
 import torch
 
 from genbench.datasets import Dataset
+from genbench.errors import GenbenchError
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile
 
 SAMPLE_CHUNK = 500  # samples drawn per call when a metric needs many
+
+
+def held_out_condition(model_cls: type[GenerativeModel], dataset: Dataset, n: int,
+                       splits: tuple[str, ...] = ("val", "test")) -> torch.Tensor | None:
+    """The inputs to sample ``n`` images of a family that needs one (``model_cls.condition_key``):
+    the rows of that batch key in the held-out ``splits``, in order, repeated if ``n`` exceeds
+    them.  None for families that sample unconditionally."""
+    key = model_cls.condition_key
+    if key is None:
+        return None
+    rows = []
+    for split in splits:
+        data = dataset.split(split)
+        if key not in data:
+            raise GenbenchError(
+                f"{model_cls.name} samples from {key!r} inputs, which dataset {dataset.name!r} lacks; "
+                f"run it on a dataset that provides them (`genbench list` shows which apply)")
+        rows.append(data[key].cpu())
+    pool = torch.cat(rows)
+    if len(pool) == 0:
+        raise GenbenchError(f"dataset {dataset.name!r} has no held-out {key!r} rows to sample {model_cls.name} from")
+    reps = -(-n // len(pool))
+    return pool.repeat(reps, *([1] * (pool.dim() - 1)))[:n]
 
 
 class Metric:
@@ -61,17 +85,20 @@ class EvalContext:
 
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
-        """``n`` model samples (cached: FID, IS, KID and PR share one set), on the CPU."""
+        """``n`` model samples (cached: FID, IS, KID and PR share one set), on the CPU.  A family
+        with a ``condition_key`` is sampled from the held-out inputs (``held_out_condition``)."""
         key = f"samples:{n}"
         if key not in self.memo:
             g = self.generator()
+            condition = held_out_condition(type(self.model), self.dataset, n)
             out = []
             was_training = self.model.training
             self.model.eval()
             try:
                 for start in range(0, n, SAMPLE_CHUNK):
                     k = min(SAMPLE_CHUNK, n - start)
-                    out.append(self.model.sample(k, generator=g).detach().float().cpu())
+                    cond = None if condition is None else condition[start : start + k].to(self.device)
+                    out.append(self.model.sample(k, generator=g, condition=cond).detach().float().cpu())
             finally:
                 self.model.train(was_training)
             self.memo[key] = torch.cat(out)

@@ -68,6 +68,13 @@ class ParzenWindow(Metric):
     columns = {"parzen": "higher", "parzen_sem": "lower"}  # also reported: parzen_sigma
     needs = frozenset({Capability.SAMPLE})
 
+    def applies(self, model_cls, dataset):
+        if getattr(model_cls, "condition_key", None) is not None:
+            # its samples are drawn from the held-out inputs (e.g. the test images' own patches), so a
+            # kernel density on them, scored on those test images, would not estimate p(x)
+            return False, "samples come from held-out inputs, not from p(x)"
+        return super().applies(model_cls, dataset)
+
     def estimator(self, profile: Profile) -> str:
         return (f"Parzen window (Breuleux et al. 2011, Goodfellow et al. 2014): the classic, biased estimator; "
                 f"Gaussian kernel on {profile.parzen_samples} samples, sigma from a {profile.parzen_sigmas}-point "
