@@ -29,8 +29,11 @@ The model
   the minibatch's captions (Delta = 1 when the caption's content -- digit and weight -- differs),
   plus the same with images and captions swapped.  The paper pre-trains the encoder before the GAN;
   here that pre-training is the first ``embed_warmup`` (20%) of the budget, after which phi is frozen.
-* G(z, phi(t)): phi(t) compressed by a fully connected layer and leaky ReLU (paper: 1024 -> 128; here
-  64 -> 16), concatenated to the noise z ~ N(0, I) (100-d) and decoded by the DCGAN generator.
+* G(z, phi(t)): phi(t) projected by a fully connected layer and leaky ReLU to 128 dimensions (the
+  paper's size; it compresses a 1024-d embedding, here phi is 64-d), concatenated to the noise
+  z ~ N(0, I) (100-d) and decoded by the DCGAN generator.  Measured at 15 s on digits-captions
+  (two seeds): with a 16-d projection the 100 noise dimensions drowned the caption (digit
+  accuracy 0.47-0.50); at 128 it was 0.73-0.77.
 * D(x, phi(t)): the DCGAN discriminator's convolutions down to the start resolution, the compressed
   embedding replicated spatially and concatenated, a 1x1 convolution with batch norm and leaky ReLU,
   then the final convolution to one logit (the paper's layout, at 2x2 instead of 4x4 for 8x8 digits).
@@ -236,7 +239,7 @@ class Text2ImageConfig:
     noise_dim: int = 100
     word_dim: int = 32
     text_dim: int = 64  # phi(t) (paper: 1024)
-    text_proj: int = 16  # compressed embedding joined to G's noise and D's features (paper: 128)
+    text_proj: int = 128  # projected embedding joined to G's noise and D's features (as the paper)
     width: int = 64  # as the genbench DCGAN
     lr: float = 2e-4
     beta1: float = 0.5
