@@ -57,7 +57,9 @@ image at the window where it matches best -- the problem gives no positions, so 
 kept wherever it reappears; pixels in [0, 1]); ``patch_fidelity_at_truth`` (the same at the patch's
 true position); and ``patch_fidelity_chance`` / ``patch_fidelity_at_truth_chance``, the two scores
 of the patches against a different real test image: what an image that ignores its patches scores
-(digits share so many stroke windows that the best-window chance level is high).
+(digits share so many stroke windows that the best-window chance level is high); and
+``mask_iou_chance``, the IoU of the training split's mean mask thresholded at 1/2, what a model that
+predicts one mask whatever its patches scores.
 """
 
 from __future__ import annotations
@@ -335,8 +337,9 @@ class PatchCompletion(Metric):
     """Mask IoU and how unchanged the key patches come out (module docstring)."""
 
     name = "patch_completion"
-    columns = {"mask_iou": "higher", "patch_fidelity": "higher", "patch_fidelity_at_truth": "higher",
-               "patch_fidelity_chance": "higher", "patch_fidelity_at_truth_chance": "higher"}
+    columns = {"mask_iou": "higher", "mask_iou_chance": "higher", "patch_fidelity": "higher",
+               "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "higher",
+               "patch_fidelity_at_truth_chance": "higher"}
     needs = frozenset({Capability.PATCHES})
     data_kinds = frozenset({"image"})
 
@@ -368,8 +371,10 @@ class PatchCompletion(Metric):
         images, masks = torch.cat(images), torch.cat(masks)
         patches = test[PATCHES_KEY]
         shuffled = torch.roll(test["x"], 1, 0)
+        mean_mask = ctx.dataset.split("train")[MASK_KEY].cpu().mean(0, keepdim=True).expand_as(test[MASK_KEY])
         return {
             "mask_iou": float(mask_iou(masks, test[MASK_KEY]).mean()),
+            "mask_iou_chance": float(mask_iou(mean_mask, test[MASK_KEY]).mean()),
             "patch_fidelity": 1.0 - float(best_window_error(images, patches).mean()),
             "patch_fidelity_at_truth": 1.0 - float(at_truth_error(images, patches, test[POS_KEY]).mean()),
             "patch_fidelity_chance": 1.0 - float(best_window_error(shuffled, patches).mean()),

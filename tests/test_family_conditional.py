@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import build, train_steps
+from conftest import MNIST_RAW, build, train_steps
 from torch import nn
 
 import genbench_plugins.text2image as t2i_mod
@@ -25,6 +25,7 @@ from genbench_plugins.puzzle_gan import (
     best_window_error,
     cut_patches,
     load_digits_patches,
+    load_mnist_patches,
     mask_iou,
     patch_spec,
     windows_mask,
@@ -38,6 +39,7 @@ from genbench_plugins.text2image import (
     detokenize,
     joint_embedding_loss,
     load_digits_captions,
+    load_mnist_captions,
     seen_phrasing,
     tokenize,
 )
@@ -402,6 +404,7 @@ def test_patch_metric_is_perfect_for_the_true_images_and_masks(patches):
     out = PatchCompletion().compute(EvalContext(model, patches, get_profile("quick"), 0, "cpu"))
     assert out["mask_iou"] == 1.0 and out["patch_fidelity"] == 1.0 and out["patch_fidelity_at_truth"] == 1.0
     assert out["patch_fidelity_chance"] < 1.0 and out["patch_fidelity_at_truth_chance"] < out["patch_fidelity_chance"]
+    assert 0.2 < out["mask_iou_chance"] < 0.8
     assert PatchCompletion().applies(PuzzleGAN, patches)[0]
     assert not PatchCompletion().applies(Text2ImageGAN, patches)[0]
 
@@ -447,3 +450,18 @@ def test_parzen_is_not_estimated_from_samples_of_held_out_inputs(cls, task_data)
 
     ok, why = ParzenWindow().applies(cls, task_data)
     assert not ok and "held-out inputs" in why
+
+
+def test_mnist_task_sets_build_from_the_raw_files_and_train():
+    caps = load_mnist_captions(root=MNIST_RAW, limit=200)
+    assert caps.spec.name == "mnist-captions" and caps.split("test")[CAPTION_KEY].shape == (200, 6)
+    words = detokenize(caps.split("test")[CAPTION_KEY][:20])
+    assert all(DIGIT_WORDS[int(y)] in w.split() for w, y in zip(words, caps.split("test")["y"][:20]))
+    pats = load_mnist_patches(root=MNIST_RAW, limit=200)
+    test = pats.split("test")
+    assert test[PATCHES_KEY].shape == (200, 3, 1, 10, 10) and test[MASK_KEY].shape == (200, 1, 28, 28)
+    assert torch.equal(cut_patches(test["x"], test[POS_KEY], 10), test[PATCHES_KEY])
+    for cls, ds in ((Text2ImageGAN, caps), (PuzzleGAN, pats)):
+        model = build(cls, ds, batch_size=8)
+        losses = train_steps(model, ds, 2)[1]
+        assert all(math.isfinite(v) for v in losses.values())
