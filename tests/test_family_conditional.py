@@ -371,8 +371,8 @@ def test_puzzle_gan_losses_on_a_fixed_batch(patches):
     assert math.isclose(losses["spatial"], float((mask - gt).abs().mean()), rel_tol=1e-5)
     want = (mask * (fake + 1) / 2 - gt * x).abs().mean()
     assert math.isclose(losses["appearance"], float(want), rel_tol=1e-5)
-    assert math.isclose(model.loss_weight(0.0), 10.0) and math.isclose(model.loss_weight(1.0), 1.0)
-    assert math.isclose(model.loss_weight(0.5), math.sqrt(10.0))
+    assert math.isclose(model.loss_weight(0.0), 100.0) and math.isclose(model.loss_weight(1.0), 10.0)
+    assert math.isclose(model.loss_weight(0.5), math.sqrt(1000.0))
 
 
 def test_puzzle_gan_complete_returns_image_and_mask(patches):
