@@ -133,8 +133,8 @@ class ModelChecker:
         model.eval()
         try:
             cond = held_out_condition(type(model), self.dataset, n, splits=("test",))
-            cond = None if cond is None else cond.to(self.device)
-            return model.sample(n, generator=torch.Generator().manual_seed(seed), condition=cond)
+            kwargs = {} if cond is None else {"condition": cond.to(self.device)}
+            return model.sample(n, generator=torch.Generator().manual_seed(seed), **kwargs)
         finally:
             model.train()
 

@@ -142,8 +142,8 @@ def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int
             from torchvision.utils import save_image
 
             cond = held_out_condition(type(model), dataset, 64, splits=("test",))
-            cond = None if cond is None else cond.to(model.device)
-            x = model.sample(64, generator=g, condition=cond).float().cpu().clamp(0, 1)
+            kwargs = {} if cond is None else {"condition": cond.to(model.device)}
+            x = model.sample(64, generator=g, **kwargs).float().cpu().clamp(0, 1)
             buf = io.BytesIO()
             save_image(x, buf, format="png", nrow=8, padding=1)
             atomic_write_bytes(path, buf.getvalue())

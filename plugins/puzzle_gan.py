@@ -8,8 +8,8 @@ The dataset
 side 3 on the 8x8 digits, 10 on 28x28 MNIST (3/8 of the side).  The paper takes its key patches from
 an objectness detector's boxes on faces and cars; on digits the informative regions are the strokes,
 so patch positions are drawn with probability proportional to the ink in the window plus a small
-floor (a generator seeded with the dataset seed), each new window kept from overlapping an earlier
-one by more than one row or column where the image leaves room.  Batches carry ``"patches"`` (N, K,
+floor (a generator seeded with the dataset seed); a new window may share at most one row or one
+column with an earlier one (on the 8x8 digits there is always room for that).  Batches carry ``"patches"`` (N, K,
 C, s, s), ``"patch_mask"`` (N, 1, H, W; 1 on the union of the patch windows, the paper's ground-truth
 mask) and ``"patch_pos"`` (N, K, 2; top-left row and column).
 
@@ -20,7 +20,9 @@ The model (the authors' losses and schedule, at digit scale)
   that adds nothing but cost, so the encoder reads the patch at its own size); the K codes are
   summed, as in the paper, so the order of the patches does not matter.
 * A mask generator and an image generator, both DCGAN generators: the mask generator decodes the
-  summed code (sigmoid output), the image generator decodes the code joined to noise z ~ U[-1, 1]^64.
+  summed code (sigmoid output), the image generator decodes the code joined to noise z ~ U[-1, 1]
+  (8-d, see below).  The two are independent, as in the authors' residual-block variant; their
+  U-net variant also feeds the mask generator's feature maps to the image generator.
 * A DCGAN discriminator on whole images.
 
 Losses, as in the authors' code (``x`` real, ``x'`` another training image, ``M`` the true mask):
@@ -63,8 +65,8 @@ kept wherever it reappears; pixels in [0, 1]); ``patch_fidelity_at_truth`` (the 
 true position); and ``patch_fidelity_chance`` / ``patch_fidelity_at_truth_chance``, the two scores
 of the patches against a different real test image: what an image that ignores its patches scores
 (digits share so many stroke windows that the best-window chance level is high); and
-``mask_iou_chance``, the IoU of the training split's mean mask thresholded at 1/2, what a model that
-predicts one mask whatever its patches scores.
+``mask_iou_chance``, the IoU of the best constant mask (the training masks' mean, thresholded where
+it best fits the training masks), what a model that predicts one mask whatever its patches scores.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def patch_side(spec: DataSpec) -> int:
 
 def choose_windows(x: torch.Tensor, k: int, side: int, generator: torch.Generator) -> torch.Tensor:
     """Top-left (row, col) of ``k`` windows per image, drawn in proportion to ink + INK_FLOOR; a
-    window overlapping an earlier one by more than one row or column is excluded while any other
-    remains."""
+    window that would share two or more rows and two or more columns with an earlier one is
+    excluded while any other remains."""
     n, _, h, w = x.shape
     ink = F.avg_pool2d(x.mean(1, keepdim=True), side, stride=1).flatten(1) + INK_FLOOR  # (n, P)
     cols = w - side + 1
@@ -224,6 +226,9 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
 
     def __init__(self, config: PuzzleGANConfig, spec):
         super().__init__(config, spec)
+        if config.g_every < 1 or config.batch_size < 2:
+            raise GenbenchError(f"{self.name}: g_every must be at least 1 (got {config.g_every}) and batch_size at "
+                                f"least 2 (got {config.batch_size}): D's composites pair each image with another")
         self.size = canvas_size(spec, self.name)
         info = spec.extras.get(PATCHES_KEY) or {}
         self.n_patches = int(info.get("count", N_PATCHES))
@@ -262,6 +267,9 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
         x = self.spec.dequantize(batch["x"])
         real = self.to_canvas(x)
         n = len(real)
+        if n < 2:
+            raise GenbenchError(f"{self.name}: a batch of {n} image has no other image to build D's composites "
+                                "from; use a training split of at least 2 images")
         gt_mask = pad_to(batch[MASK_KEY], self.size, value=0.0)
         # another training image for the composites (the authors draw it from outside the batch;
         # a derangement of the batch serves the same purpose)
@@ -302,6 +310,12 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
         if patches.dim() != 5 or tuple(patches.shape[1:]) != want or (n is not None and len(patches) != n):
             raise GenbenchError(f"{self.name}: patches have shape {tuple(patches.shape)}; expected "
                                 f"({n if n is not None else 'n'}, {', '.join(map(str, want))})")
+        if not patches.is_floating_point():
+            raise GenbenchError(f"{self.name}: patches are {patches.dtype}; pass floats in [0, 1] "
+                                "(e.g. uint8 pixels divided by 255)")
+        if patches.numel() and (float(patches.min()) < 0 or float(patches.max()) > 1):
+            raise GenbenchError(f"{self.name}: patch values range over [{float(patches.min()):.3g}, "
+                                f"{float(patches.max()):.3g}]; pass pixels scaled to [0, 1] like the dataset's images")
         return patches.float().to(self.device)
 
     def complete(self, patches: torch.Tensor, generator: torch.Generator | None = None):
@@ -338,6 +352,18 @@ def mask_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def best_constant_mask(train_masks: torch.Tensor) -> torch.Tensor:
+    """The one mask a model that ignores its patches would predict: the training masks' mean,
+    thresholded where its mean IoU with the training masks is highest."""
+    mean = train_masks.mean(0, keepdim=True)
+    levels = torch.unique(mean)
+    if len(levels) > 32:  # large images: 32 quantiles of the mean are plenty
+        levels = torch.unique(torch.quantile(levels, torch.linspace(0, 1, 32)))
+    candidates = [(mean >= t).float() for t in levels]
+    scores = [float(mask_iou(c.expand_as(train_masks), train_masks).mean()) for c in candidates]
+    return candidates[max(range(len(scores)), key=scores.__getitem__)]
+
+
 class PatchCompletion(Metric):
     """Mask IoU and how unchanged the key patches come out (module docstring)."""
 
@@ -364,6 +390,7 @@ class PatchCompletion(Metric):
         g = ctx.generator(offset=67)
         model = ctx.model
         images, masks = [], []
+        was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
@@ -372,14 +399,14 @@ class PatchCompletion(Metric):
                     images.append(img.float().cpu().clamp(0, 1))
                     masks.append(mask.float().cpu())
         finally:
-            model.train()
+            model.train(was_training)
         images, masks = torch.cat(images), torch.cat(masks)
         patches = test[PATCHES_KEY]
         shuffled = torch.roll(test["x"], 1, 0)
-        mean_mask = ctx.dataset.split("train")[MASK_KEY].cpu().mean(0, keepdim=True).expand_as(test[MASK_KEY])
         return {
             "mask_iou": float(mask_iou(masks, test[MASK_KEY]).mean()),
-            "mask_iou_chance": float(mask_iou(mean_mask, test[MASK_KEY]).mean()),
+            "mask_iou_chance": float(mask_iou(best_constant_mask(ctx.dataset.split("train")[MASK_KEY].cpu()),
+                                              test[MASK_KEY]).mean()),
             "patch_fidelity": 1.0 - float(best_window_error(images, patches).mean()),
             "patch_fidelity_at_truth": 1.0 - float(at_truth_error(images, patches, test[POS_KEY]).mean()),
             "patch_fidelity_chance": 1.0 - float(best_window_error(shuffled, patches).mean()),

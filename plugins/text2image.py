@@ -51,8 +51,9 @@ shuffled caption happens to say the same thing are left out of that term).  Adam
 (n, 6) or a list of n caption strings.  ``condition_key = "caption"``, so every metric draws its
 captions from the held-out splits.  The family metric ``caption_agreement`` reports, on the test
 captions, the fraction of generated images whose digit the dataset's domain classifier reads as the
-caption's digit (overall and on the never-seen phrasings) and whose stroke weight falls on the
-caption's side of the digit's ink median.
+caption's digit (overall, on the phrasings seen in training and on the never-seen ones) and whose
+stroke weight falls on the caption's side of the digit's ink median (with its chance level, the
+share of the more common weight word).
 """
 
 from __future__ import annotations
@@ -204,7 +205,10 @@ def joint_embedding_loss(img: torch.Tensor, txt: torch.Tensor, content: torch.Te
     """Symmetric structured hinge loss (Reed et al. 2016, CVPR) on a minibatch: for each image n,
     max_m [Delta(n, m) + F(v_n, t_m)] - F(v_n, t_n), with Delta(n, m) = 1 when captions n and m
     describe different content, and the same for each caption over the images.  Zero exactly when
-    every matching pair beats every mismatching one by a margin of 1."""
+    every image scores its own caption at least as high as any other caption of the same content
+    and higher by 1 than any caption of other content (and the same for each caption).  Reed et al.
+    score an image against a class's captions on average; with twenty contents and four phrasings
+    a minibatch holds too few captions per content for that average, so each caption counts alone."""
     scores = img @ txt.T  # F(v_n, t_m)
     delta = (content[:, None] != content[None, :]).to(scores.dtype)
     own = scores.diagonal()
@@ -310,22 +314,31 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
         with torch.no_grad():
             h = self.embed_text(batch[CAPTION_KEY])
         content = batch["y"] * len(WEIGHT_WORDS) + batch["thick"]
-        perm = torch.randperm(n, device=real.device)
-        wrong = content[perm] != content  # a shuffled caption that says something else
+        if n < 2:
+            raise GenbenchError(f"{self.name} pairs each image with another image's caption: it needs batches of "
+                                f"at least 2 (batch_size is {self.config.batch_size}, the training split has {n})")
+        # every row gets another row's caption (a cyclic shift by 1..n-1); those saying the same
+        # thing as the row's own caption are left out of the mismatch term
+        perm = torch.roll(torch.arange(n, device=real.device), int(torch.randint(1, n, ())))
+        wrong = content[perm] != content
         z = torch.randn(n, self.config.noise_dim, device=real.device)
         fake = self.generate(z, h)
         # D: real image with its caption -> 1; real image with a wrong caption and fake image -> 0
-        s_real = self.discriminator(real, h)
-        s_fake = self.discriminator(fake.detach(), h)
-        s_wrong = self.discriminator(real[wrong], h[perm][wrong]) if bool(wrong.any()) else None
-        d_wrong = bce_with_logits(s_wrong, 0.0) if s_wrong is not None else s_fake.new_zeros(())
-        d_loss = bce_with_logits(s_real, 1.0) + 0.5 * (d_wrong + bce_with_logits(s_fake, 0.0))
+        d_real = bce_with_logits(self.discriminator(real, h), 1.0)
+        d_fake = bce_with_logits(self.discriminator(fake.detach(), h), 0.0)
+        losses = {}
+        if bool(wrong.any()):
+            d_wrong = bce_with_logits(self.discriminator(real[wrong], h[perm][wrong]), 0.0)
+            d_loss = d_real + 0.5 * (d_wrong + d_fake)
+            losses["d_wrong"] = d_wrong.item()
+        else:  # no mismatched caption in this batch: the plain GAN value
+            d_loss = d_real + d_fake
         self.optimizers["d"].zero_grad()
         d_loss.backward()
         self.optimizers["d"].step()
         # G: fool D on the caption, and (GAN-INT) on embeddings between two captions
         g_loss = bce_with_logits(self.discriminator(fake, h), 1.0)
-        losses = {"d_loss": d_loss.item(), "d_wrong": d_wrong.item(), "g_loss": g_loss.item()}
+        losses.update(d_loss=d_loss.item(), g_loss=g_loss.item())
         if self.config.interpolate:
             h_int = 0.5 * (h + h[perm])
             z_int = torch.randn(n, self.config.noise_dim, device=real.device)
@@ -340,21 +353,24 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
     # --- sampling -------------------------------------------------------------------------------
 
     def captions_to_tokens(self, condition, n: int) -> torch.Tensor:
-        if condition is None:
-            raise GenbenchError(f"{self.name} draws images from captions: pass condition= a LongTensor of word ids "
-                                f"({n}, {self.caption_length}) or a list of {n} caption strings, e.g. 'a thick seven'")
+        how = (f"pass condition= a list of {n} caption strings (e.g. ['a thick seven']) or a LongTensor of word "
+               f"ids of shape ({n}, {self.caption_length})")
+        if condition is None or isinstance(condition, str):
+            raise GenbenchError(f"{self.name} draws one image per caption: {how}")
         if isinstance(condition, (list, tuple)) and all(isinstance(c, str) for c in condition):
             tokens = tokenize(condition, self.vocab, self.caption_length)
         else:
             tokens = torch.as_tensor(condition)
-            if tokens.is_floating_point() or tokens.dim() != 2:
-                raise GenbenchError(f"{self.name}: condition must be word ids of shape ({n}, {self.caption_length}) "
-                                    f"(LongTensor) or caption strings; got {tokens.dtype} of shape "
-                                    f"{tuple(tokens.shape)}")
-            if n and (int(tokens.min()) < 0 or int(tokens.max()) >= len(self.vocab)):
-                raise GenbenchError(f"{self.name}: word ids must lie in 0..{len(self.vocab) - 1}")
+            if tokens.is_floating_point() or tokens.dtype == torch.bool or tokens.dim() != 2 \
+                    or tokens.shape[1] != self.caption_length:
+                raise GenbenchError(f"{self.name}: condition is {tokens.dtype} of shape {tuple(tokens.shape)}; {how}")
         if len(tokens) != n:
             raise GenbenchError(f"{self.name}: {len(tokens)} captions for {n} samples; pass one caption per sample")
+        bad = (tokens < 0) | (tokens >= len(self.vocab))
+        if bool(bad.any()):
+            raise GenbenchError(f"{self.name}: word ids {sorted(set(tokens[bad].tolist()))[:5]} are outside the "
+                                f"vocabulary 0..{len(self.vocab) - 1}; build ids with "
+                                "genbench_plugins.text2image.tokenize")
         return tokens.long().to(self.device)
 
     def sample(self, n, generator=None, condition=None):
@@ -370,8 +386,9 @@ class CaptionAgreement(Metric):
     """Does the image say what the caption says?  (module docstring)"""
 
     name = "caption_agreement"
-    columns = {"caption_digit_accuracy": "higher", "caption_digit_accuracy_unseen": "higher",
-               "caption_weight_accuracy": "higher"}
+    columns = {"caption_digit_accuracy": "higher", "caption_digit_accuracy_seen": "higher",
+               "caption_digit_accuracy_unseen": "higher", "caption_weight_accuracy": "higher",
+               "caption_weight_accuracy_chance": "higher"}
     needs = frozenset({Capability.SAMPLE, Capability.CONDITIONAL})
     data_kinds = frozenset({"image"})
 
@@ -396,24 +413,29 @@ class CaptionAgreement(Metric):
         g = ctx.generator(offset=53)
         model = ctx.model
         out = []
+        was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
                 for chunk in test[CAPTION_KEY].split(SAMPLE_CHUNK):
                     out.append(model.sample(len(chunk), generator=g, condition=chunk.to(ctx.device)).float().cpu())
         finally:
-            model.train()
+            model.train(was_training)
         images = torch.cat(out)
         _, logits = domain_extractor(ctx.dataset, ctx.device).features(images)
         right = logits.argmax(1) == test["y"]
         unseen = ~seen_phrasing(test["y"], test["phrasing"])
         thick = (mean_ink(images.clamp(0, 1)) > threshold.cpu()[test["y"]]).long()
+        thick_share = float(test["thick"].double().mean())
         result = {
             "caption_digit_accuracy": float(right.double().mean()),
             "caption_weight_accuracy": float((thick == test["thick"]).double().mean()),
+            # always answering the more common weight word of these captions
+            "caption_weight_accuracy_chance": max(thick_share, 1.0 - thick_share),
         }
-        if unseen.any():  # the first test rows always hold some; a tiny custom split might not
-            result["caption_digit_accuracy_unseen"] = float(right[unseen].double().mean())
+        for name, rows in (("seen", ~unseen), ("unseen", unseen)):
+            if rows.any():  # the test split holds both; a tiny custom split might not
+                result[f"caption_digit_accuracy_{name}"] = float(right[rows].double().mean())
         return result
 
 

@@ -24,7 +24,8 @@ def held_out_condition(model_cls: type[GenerativeModel], dataset: Dataset, n: in
                        splits: tuple[str, ...] = ("val", "test")) -> torch.Tensor | None:
     """The inputs to sample ``n`` images of a family that needs one (``model_cls.condition_key``):
     the rows of that batch key in the held-out ``splits``, in order, repeated if ``n`` exceeds
-    them.  None for families that sample unconditionally."""
+    them.  None for families that sample unconditionally (callers then leave ``condition`` out, so a
+    plugin whose ``sample(n, generator)`` takes no condition keeps working)."""
     key = model_cls.condition_key
     if key is None:
         return None
@@ -97,8 +98,8 @@ class EvalContext:
             try:
                 for start in range(0, n, SAMPLE_CHUNK):
                     k = min(SAMPLE_CHUNK, n - start)
-                    cond = None if condition is None else condition[start : start + k].to(self.device)
-                    out.append(self.model.sample(k, generator=g, condition=cond).detach().float().cpu())
+                    kwargs = {} if condition is None else {"condition": condition[start : start + k].to(self.device)}
+                    out.append(self.model.sample(k, generator=g, **kwargs).detach().float().cpu())
             finally:
                 self.model.train(was_training)
             self.memo[key] = torch.cat(out)
