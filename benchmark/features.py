@@ -9,6 +9,7 @@ cannot be fetched offline and 8x8 digits are far from its training domain.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -139,10 +140,10 @@ def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor
     """The cached domain classifier for ``dataset`` (trained on first use, then loaded)."""
     content = data_fingerprint(dataset)
     key = (content, str(device), seed)
-    if key in _MEMO:
-        return _MEMO[key]
-    spec = dataset.spec
     name = f"domain-classifier-{dataset.name}-v{CLASSIFIER_VERSION}"
+    if key in _MEMO:  # the same weights, named after the dataset that asks
+        return dataclasses.replace(_MEMO[key], name=name)
+    spec = dataset.spec
     # Cached by the content of the training split, not the dataset's name: derived task sets that
     # reuse a base set's images (captions, patches) share its classifier instead of training anew.
     path = cache_dir() / "extractors" / f"domain-classifier-v{CLASSIFIER_VERSION}-{content}-seed{seed}.pt"
