@@ -59,7 +59,12 @@ TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
 # other metric column alphabetically (an order that depends on the data only, never on which
 # plugins are installed at publish time).
 HEADLINE = ("fid", "precision", "recall", "modes", "hq_pct", "bpd", "iwae_bpd", "ais_bpd", "mode_kl", "nll",
-            "iwae", "ais", "kid", "is", "elbo", "cycle_error", "target_accuracy", "fid_target", "fid_inception")
+            "iwae", "ais",
+            # task families' own metrics come before the secondary sample-quality columns
+            "cycle_error", "target_accuracy", "label_preservation", "caption_digit_accuracy",
+            "caption_digit_accuracy_unseen", "caption_weight_accuracy", "mask_iou", "mask_iou_chance",
+            "patch_fidelity_at_truth", "patch_fidelity_at_truth_chance",
+            "kid", "is", "elbo", "fid_target", "fid_inception")
 TABLE_METRICS = 6  # metric columns of a README table; the CSV linked under it has all of them
 # a README table shows a likelihood once: in bits/dim where there is a bits/dim column
 TWINS = {"nll": "bpd", "iwae": "iwae_bpd", "ais": "ais_bpd"}
