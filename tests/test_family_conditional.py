@@ -551,3 +551,17 @@ def test_mnist_task_sets_build_from_the_raw_files_and_train():
         model = build(cls, ds, batch_size=8)
         losses = train_steps(model, ds, 2)[1]
         assert all(math.isfinite(v) for v in losses.values())
+
+
+def test_run_all_puts_each_task_set_with_its_family_only(manager):
+    from genbench.budget import Budget
+    from genbench.suite import plan_trials
+
+    trials = plan_trials(manager, None, None, Budget.parse("1steps"), 1, "test", run_all=True)
+    by_dataset = {}
+    for t in trials:
+        by_dataset.setdefault(t.dataset, set()).add(t.model)
+    assert by_dataset["digits-captions"] == {"text2image-gan"}
+    assert by_dataset["digits-patches"] == {"puzzle-gan"}
+    assert "text2image-gan" not in by_dataset["digits"] and "puzzle-gan" not in by_dataset["digits"]
+    assert not any(d.startswith("mnist") for d in by_dataset)  # MNIST sets only by flag
