@@ -33,7 +33,7 @@ from genbench.checkpoint import Checkpointer, ResumableBatches, checkpoint_path
 from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.manager import PluginManager
-from genbench.metrics import EvalContext, held_out_condition
+from genbench.metrics import EvalContext, draw_samples, held_out_condition
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
 from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, atomic_write_bytes, git_commit, trial_dir, write_record
@@ -142,8 +142,7 @@ def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int
             from torchvision.utils import save_image
 
             cond = held_out_condition(type(model), dataset, 64, splits=("test",))
-            kwargs = {} if cond is None else {"condition": cond.to(model.device)}
-            x = model.sample(64, generator=g, **kwargs).float().cpu().clamp(0, 1)
+            x = draw_samples(model, 64, g, cond, model.device).clamp(0, 1)
             buf = io.BytesIO()
             save_image(x, buf, format="png", nrow=8, padding=1)
             atomic_write_bytes(path, buf.getvalue())

@@ -50,7 +50,7 @@ from torch import nn
 import genbench
 from genbench.errors import GenbenchError
 from genbench.features import domain_extractor
-from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric
+from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, GenerativeModel
 from genbench_plugins._conv import adam, check_image_spec, crop_to, dcgan_init, pad_to
 
@@ -278,15 +278,9 @@ class InfoGANCodeAccuracy(Metric):
         model = ctx.model
         k, per = model.n_categories, self.per_code(ctx.profile)
         codes = torch.arange(k).repeat_interleave(per)
-        g = ctx.generator(offset=31)
-        out = []
-        model.eval()
-        with torch.no_grad():
-            for chunk in codes.split(SAMPLE_CHUNK):
-                out.append(model.sample(len(chunk), generator=g, condition=chunk).float().cpu())
-        model.train()
+        images = draw_samples(model, len(codes), ctx.generator(offset=31), codes, ctx.device)
         ext = domain_extractor(ctx.dataset, ctx.device)
-        _, logits = ext.features(torch.cat(out))
+        _, logits = ext.features(images)
         labels = logits.argmax(1)
         return {"infogan_code_accuracy": hungarian_accuracy(codes, labels, k, int(ctx.dataset.spec.num_classes))}
 

@@ -82,7 +82,7 @@ from torch import nn
 import genbench
 from genbench.datasets import DIGITS_SPEC, MNIST_SPEC, SPLITS, Dataset, DatasetEntry, load_digits, load_mnist
 from genbench.errors import DatasetError, GenbenchError
-from genbench.metrics import EvalContext, Metric
+from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric, evaluating
 from genbench.model import Capability, DataSpec, GenerativeModel
 from genbench_plugins._conv import CanvasImages, adam, canvas_size, crop_to, dcgan_init, pad_to
 from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
@@ -93,7 +93,6 @@ POS_KEY = "patch_pos"
 N_PATCHES = 3
 DEFAULT_SEED = 0
 INK_FLOOR = 0.05  # added to each window's mean ink, so empty windows stay possible
-COMPLETE_CHUNK = 500
 
 # --- the dataset ---------------------------------------------------------------------------------
 
@@ -318,15 +317,16 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
                                 f"{float(patches.max()):.3g}]; pass pixels scaled to [0, 1] like the dataset's images")
         return patches.float().to(self.device)
 
-    def complete(self, patches: torch.Tensor, generator: torch.Generator | None = None):
-        """(images, masks) in data shape and [0, 1] from key ``patches`` (n, K, C, s, s)."""
-        patches = self.check_patches(patches)
+    def complete(self, patches: torch.Tensor, generator: torch.Generator | None = None, n: int | None = None):
+        """(images, masks) in data shape and [0, 1] from key ``patches`` (n, K, C, s, s); ``n``, when
+        given, is the number of patch sets the caller expects."""
+        patches = self.check_patches(patches, n)
         z = (torch.rand(len(patches), self.config.noise_dim, generator=generator) * 2 - 1).to(self.device)
         canvas, mask = self.forward_parts(patches, z)
         return self.to_data(canvas), crop_to(mask, self.spec.shape)
 
     def sample(self, n, generator=None, condition=None):
-        return self.complete(self.check_patches(condition, n), generator)[0]
+        return self.complete(condition, generator, n)[0]
 
 
 # --- the family metric ---------------------------------------------------------------------------
@@ -390,16 +390,11 @@ class PatchCompletion(Metric):
         g = ctx.generator(offset=67)
         model = ctx.model
         images, masks = [], []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for chunk in test[PATCHES_KEY].split(COMPLETE_CHUNK):
-                    img, mask = model.complete(chunk.to(ctx.device), generator=g)
-                    images.append(img.float().cpu().clamp(0, 1))
-                    masks.append(mask.float().cpu())
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            for chunk in test[PATCHES_KEY].split(SAMPLE_CHUNK):
+                img, mask = model.complete(chunk.to(ctx.device), generator=g)
+                images.append(img.float().cpu().clamp(0, 1))
+                masks.append(mask.float().cpu())
         images, masks = torch.cat(images), torch.cat(masks)
         patches = test[PATCHES_KEY]
         shuffled = torch.roll(test["x"], 1, 0)

@@ -72,7 +72,7 @@ import genbench
 from genbench.datasets import DIGITS_SPEC, MNIST_SPEC, SPLITS, Dataset, DatasetEntry, load_digits, load_mnist
 from genbench.errors import DatasetError, GenbenchError
 from genbench.features import domain_extractor
-from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric
+from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, DataSpec, GenerativeModel
 from genbench_plugins._conv import CanvasImages, adam, canvas_size, dcgan_init
 from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
@@ -122,6 +122,11 @@ def detokenize(tokens: torch.Tensor, vocab: Sequence[str] = VOCAB) -> list[str]:
 def seen_phrasing(digit: torch.Tensor, phrasing: torch.Tensor) -> torch.Tensor:
     """Whether the (digit, phrasing) pair occurs in the training split: all but (d + p) % 4 == 0."""
     return (digit + phrasing) % len(PHRASINGS) != 0
+
+
+def caption_content(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What a caption says, as one index: digit and stroke weight (20 values)."""
+    return batch["y"] * len(WEIGHT_WORDS) + batch["thick"]
 
 
 def mean_ink(x: torch.Tensor) -> torch.Tensor:
@@ -301,8 +306,8 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
 
     def embedding_step(self, batch) -> dict[str, float]:
         x = self.spec.dequantize(batch["x"])
-        content = batch["y"] * len(WEIGHT_WORDS) + batch["thick"]
-        loss = joint_embedding_loss(self.image_encoder(x * 2 - 1), self.embed_text(batch[CAPTION_KEY]), content)
+        loss = joint_embedding_loss(self.image_encoder(x * 2 - 1), self.embed_text(batch[CAPTION_KEY]),
+                                    caption_content(batch))
         opt = self.optimizers["embed"]
         opt.zero_grad()
         loss.backward()
@@ -312,14 +317,14 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
     def train_step(self, batch, progress):
         if progress < self.config.embed_warmup:
             return self.embedding_step(batch)
-        real = self.to_canvas(self.spec.dequantize(batch["x"]))
-        n = len(real)
-        with torch.no_grad():
-            h = self.embed_text(batch[CAPTION_KEY])
-        content = batch["y"] * len(WEIGHT_WORDS) + batch["thick"]
+        n = len(batch["x"])
         if n < 2:
             raise GenbenchError(f"{self.name} pairs each image with another image's caption: it needs batches of "
                                 f"at least 2 (batch_size is {self.config.batch_size}, the training split has {n})")
+        real = self.to_canvas(self.spec.dequantize(batch["x"]))
+        with torch.no_grad():
+            h = self.embed_text(batch[CAPTION_KEY])
+        content = caption_content(batch)
         # every row gets another row's caption (a cyclic shift by 1..n-1); those saying the same
         # thing as the row's own caption are left out of the mismatch term
         perm = torch.roll(torch.arange(n, device=real.device), int(torch.randint(1, n, ())))
@@ -396,7 +401,7 @@ class CaptionAgreement(Metric):
     data_kinds = frozenset({"image"})
 
     def applies(self, model_cls, dataset):
-        if getattr(model_cls, "condition_key", None) != CAPTION_KEY:
+        if model_cls.condition_key != CAPTION_KEY:
             return False, "only for models that draw images from captions (condition_key 'caption')"
         if CAPTION_KEY not in dataset.spec.extras:
             return False, "dataset has no captions"
@@ -413,18 +418,8 @@ class CaptionAgreement(Metric):
             raise DatasetError(f"dataset {ctx.dataset.name!r} has no ink_threshold in its info; build captioned sets "
                                "with genbench_plugins.text2image.make_caption_dataset")
         test = {k: v.cpu() for k, v in ctx.test_points().items()}
-        g = ctx.generator(offset=53)
-        model = ctx.model
-        out = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for chunk in test[CAPTION_KEY].split(SAMPLE_CHUNK):
-                    out.append(model.sample(len(chunk), generator=g, condition=chunk.to(ctx.device)).float().cpu())
-        finally:
-            model.train(was_training)
-        images = torch.cat(out)
+        images = draw_samples(ctx.model, len(test[CAPTION_KEY]), ctx.generator(offset=53), test[CAPTION_KEY],
+                              ctx.device)
         _, logits = domain_extractor(ctx.dataset, ctx.device).features(images)
         right = logits.argmax(1) == test["y"]
         unseen = ~seen_phrasing(test["y"], test["phrasing"])

@@ -8,6 +8,8 @@ returning ``{column: float}``.  The runner evaluates every registered metric tha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +20,32 @@ from genbench.model import GenerativeModel
 from genbench.profiles import Profile
 
 SAMPLE_CHUNK = 500  # samples drawn per call when a metric needs many
+
+
+@contextmanager
+def evaluating(model: GenerativeModel) -> Iterator[GenerativeModel]:
+    """The model in eval mode without gradients, its previous mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def draw_samples(model: GenerativeModel, n: int, generator: torch.Generator,
+                 condition: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """``n`` samples in eval mode, drawn ``SAMPLE_CHUNK`` at a time, as float32 on the CPU.  With a
+    ``condition`` (one row per sample), each chunk gets its rows on ``device``; without one,
+    ``sample`` is called without the argument."""
+    out = []
+    with evaluating(model):
+        for start in range(0, n, SAMPLE_CHUNK):
+            k = min(SAMPLE_CHUNK, n - start)
+            kwargs = {} if condition is None else {"condition": condition[start : start + k].to(device)}
+            out.append(model.sample(k, generator=generator, **kwargs).detach().float().cpu())
+    return torch.cat(out)
 
 
 def held_out_condition(model_cls: type[GenerativeModel], dataset: Dataset, n: int,
@@ -84,25 +112,13 @@ class EvalContext:
         """A CPU generator seeded from the trial seed: every metric sees the same randomness."""
         return torch.Generator().manual_seed(10_000 + 97 * self.seed + offset)
 
-    @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
         """``n`` model samples (cached: FID, IS, KID and PR share one set), on the CPU.  A family
         with a ``condition_key`` is sampled from the held-out inputs (``held_out_condition``)."""
         key = f"samples:{n}"
         if key not in self.memo:
-            g = self.generator()
             condition = held_out_condition(type(self.model), self.dataset, n)
-            out = []
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                for start in range(0, n, SAMPLE_CHUNK):
-                    k = min(SAMPLE_CHUNK, n - start)
-                    kwargs = {} if condition is None else {"condition": condition[start : start + k].to(self.device)}
-                    out.append(self.model.sample(k, generator=g, **kwargs).detach().float().cpu())
-            finally:
-                self.model.train(was_training)
-            self.memo[key] = torch.cat(out)
+            self.memo[key] = draw_samples(self.model, n, self.generator(), condition, self.device)
         return self.memo[key]
 
     def test_points(self, n: int | None = None) -> dict[str, torch.Tensor]:

@@ -69,7 +69,7 @@ class ParzenWindow(Metric):
     needs = frozenset({Capability.SAMPLE})
 
     def applies(self, model_cls, dataset):
-        if getattr(model_cls, "condition_key", None) is not None:
+        if model_cls.condition_key is not None:
             # its samples are drawn from the held-out inputs (e.g. the test images' own patches), so a
             # kernel density on them, scored on those test images, would not estimate p(x)
             return False, "samples come from held-out inputs, not from p(x)"
