@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import io
 import json
 import math
 import platform
@@ -33,10 +32,11 @@ from genbench.checkpoint import Checkpointer, ResumableBatches, checkpoint_path
 from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.manager import PluginManager
-from genbench.metrics import EvalContext, draw_samples, held_out_condition
+from genbench.grids import save_samples
+from genbench.metrics import EvalContext
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
-from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, atomic_write_bytes, git_commit, trial_dir, write_record
+from genbench.results import RECORD_SCHEMA, git_commit, trial_dir, write_record
 
 
 @dataclass(frozen=True)
@@ -133,42 +133,6 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
     return values, estimators, not_applicable, errors, ctx
 
 
-def save_samples(model: GenerativeModel, dataset: Dataset, path: Path, seed: int) -> None:
-    """A sample grid (images) or scatter plot (2-D points) for a reader to look at."""
-    with torch.no_grad():
-        model.eval()
-        g = torch.Generator().manual_seed(seed)
-        if dataset.spec.kind == "image":
-            from torchvision.utils import save_image
-
-            cond = held_out_condition(type(model), dataset, 64, splits=("test",))
-            x = draw_samples(model, 64, g, cond, model.device).clamp(0, 1)
-            buf = io.BytesIO()
-            save_image(x, buf, format="png", nrow=8, padding=1)
-            atomic_write_bytes(path, buf.getvalue())
-        else:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            x = model.sample(2000, generator=g).float().cpu()
-            real = dataset.split("test")["x"].cpu()
-            fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
-            ax.scatter(real[:, 0], real[:, 1], s=2, c="lightgray", label="data")
-            ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", label="model")
-            lim = float(real.abs().max()) * 1.3
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-            ax.set_title(f"{model.name} on {dataset.name}")
-            ax.legend(loc="upper right", markerscale=4, fontsize=7)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            plt.close(fig)
-            atomic_write_bytes(path, buf.getvalue())
-        model.train()
-
-
 def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, device: torch.device) -> dict:
     return {
         "schema": RECORD_SCHEMA, "suite": suite, "trial_id": trial.trial_id(model_cls),
@@ -178,6 +142,7 @@ def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, dev
         "used": {"seconds": 0.0, "steps": 0, "flops": 0.0, "flops_exact": False, "overrun": 0.0},
         "config_hash": trial.key(model_cls), "config": {}, "status": "failed", "reason": None,
         "metrics": {}, "estimators": {}, "not_applicable": {}, "metric_errors": {}, "extractor": None,
+        "marks": {}, "warnings": [],
         "timings": {}, "device": device_label(device), "versions": versions(),
         "command": " ".join(["genbench", *sys.argv[1:]]) if sys.argv else "",
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -235,7 +200,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         values, estimators, not_applicable, errors, ctx = evaluate(
             model, dataset, manager, profile, trial.seed, device, on_metric)
         record.update(metrics=values, estimators=estimators, not_applicable=not_applicable,
-                      metric_errors=errors, extractor=ctx.memo.get("extractor"))
+                      metric_errors=errors, extractor=ctx.memo.get("extractor"),
+                      marks=dict(ctx.marks), warnings=list(ctx.warnings))
         record["timings"]["eval_s"] = time.perf_counter() - t1
         samples = out_dir / "samples" / f"{record['trial_id']}.png"
         save_samples(model, dataset, samples, trial.seed)
@@ -257,27 +223,4 @@ def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: to
                            on_train=on_train, on_metric=on_metric)
     write_record(trial_dir(out_dir.parent, suite) / f"{record['trial_id']}.json", record)
     manager.hook.trial_finished(trial=trial, record=record)
-    return record
-
-
-def reference_record(dataset: Dataset, profile: Profile, suite: str, device: torch.device, out_dir: Path) -> dict:
-    """The floor row: held-out real images scored against the training reference."""
-    from genbench.features import domain_extractor
-    from genbench.metrics.fidelity import SampleQuality, real_data_floor
-
-    path = trial_dir(out_dir.parent, suite) / f"{REFERENCE_MODEL}--{dataset.name}--{profile.name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    metrics = real_data_floor(dataset, profile, device)
-    record = {
-        "schema": RECORD_SCHEMA, "suite": suite, "trial_id": path.stem, "model": REFERENCE_MODEL,
-        "family": "reference", "plugin": "genbench", "dataset": dataset.name, "seed": 0, "profile": profile.name,
-        "budget": {"kind": "none", "amount": 0, "text": "-"},
-        "used": {"seconds": 0.0, "steps": 0, "flops": 0.0}, "status": "reference", "reason": None,
-        "metrics": metrics, "estimators": {"sample_quality": SampleQuality().estimator(profile) +
-                                           "; generated = held-out real (val+test)"},
-        "not_applicable": {}, "extractor": domain_extractor(dataset, device).fingerprint(),
-        "device": device_label(device), "versions": versions(), "config_hash": "", "config": {},
-    }
-    write_record(path, record)
     return record

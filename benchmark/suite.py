@@ -30,7 +30,8 @@ from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, 
 from genbench.manager import PluginManager
 from genbench.profiles import get_profile
 from genbench.results import load_records, trial_dir, write_leaderboards, write_record
-from genbench.runner import Trial, base_record, reference_record, resolve_device
+from genbench.reference import reference_record
+from genbench.runner import Trial, base_record, resolve_device
 
 
 def default_datasets(manager: PluginManager) -> list[str]:

@@ -15,7 +15,7 @@ from genbench.errors import GenbenchError
 from genbench.features import Extractor
 from genbench.metrics import EvalContext, held_out_condition
 from genbench.profiles import get_profile
-from genbench.runner import save_samples
+from genbench.grids import save_samples
 from genbench_plugins.puzzle_gan import (
     MASK_KEY,
     PATCHES_KEY,

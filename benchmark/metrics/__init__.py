@@ -4,6 +4,11 @@ A metric is an object with ``name``, ``columns`` (column -> "higher" or "lower" 
 ``needs`` (capabilities the model must declare), ``data_kinds``, ``estimator(profile)`` (a
 string naming the estimator and its settings, stored with every result) and ``compute(ctx)``
 returning ``{column: float}``.  The runner evaluates every registered metric that applies.
+
+A metric that can tell its own value is not to be trusted (an estimator that has not converged, a
+diagnostic that fails) says so with ``ctx.mark(column, reason)``: the value is kept in the record,
+and every table shows it marked, with the reason in the row's notes.  A finding about the whole row
+(its samples copy the training data) is ``ctx.warn(reason)``: such a row is flagged and never bold.
 """
 
 from __future__ import annotations
@@ -107,6 +112,17 @@ class EvalContext:
         self.seed = seed
         self.device = torch.device(device)
         self.memo: dict[str, Any] = {}
+        self.marks: dict[str, str] = {}  # column -> why its value is not to be read as a plain number
+        self.warnings: list[str] = []  # findings about the whole row (e.g. it copies training data)
+
+    def mark(self, column: str, reason: str) -> None:
+        """Say that ``column``'s value failed its own diagnostic (shown marked, never as a plain number)."""
+        self.marks[column] = reason
+
+    def warn(self, reason: str) -> None:
+        """Flag the whole row (e.g. its samples copy the training data): flagged, never bold."""
+        if reason not in self.warnings:
+            self.warnings.append(reason)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the trial seed: every metric sees the same randomness."""
