@@ -3,6 +3,16 @@
 One flag, one string: ``30s``, ``10m``, ``1h``, ``2000steps``, ``1e12flop``.  Whatever the limit,
 a :class:`BudgetMeter` records all three quantities actually used, so trials stay comparable.
 
+A second of budget is a second of the trial's own compute, not of the wall clock, so that a machine
+busy with other work does not silently shrink a trial:
+
+* on a CPU, the CPU time of the trial's process while it is inside a training step
+  (``time.process_time``: the time of all its threads, torch's intra-op threads included; each
+  trial runs in its own worker process, so no other trial's work is counted);
+* on CUDA, device time between two CUDA events around the step.
+
+Wall time inside the steps is recorded beside it (``wall_seconds``).
+
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: matrix products and
 convolutions, forward and backward (the usual convention; element-wise ops are not counted).
 Under a FLOP budget every step is counted.  Under a time or step budget counting every step would
@@ -30,7 +40,8 @@ from genbench.errors import BudgetError
 _UNITS = {"s": ("seconds", 1.0), "m": ("seconds", 60.0), "h": ("seconds", 3600.0),
           "steps": ("steps", 1.0), "step": ("steps", 1.0), "flop": ("flops", 1.0), "flops": ("flops", 1.0)}
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|m|h|steps?|flops?)\s*$")
-ACCEPTED = "30s, 10m, 1h (device time), 2000steps (optimisation steps), 1e12flop (floating-point operations)"
+ACCEPTED = ("30s, 10m, 1h (compute time: CPU time on a CPU, device time on CUDA), 2000steps (optimisation steps), "
+            "1e12flop (floating-point operations)")
 
 
 @dataclass(frozen=True)
@@ -59,11 +70,13 @@ class Budget:
 
 @dataclass
 class BudgetUsage:
-    seconds: float = 0.0
+    seconds: float = 0.0  # the budget's clock: CPU time on a CPU, device time on CUDA (see the module doc)
+    wall_seconds: float = 0.0  # wall time inside the same steps, for the record
     steps: int = 0
     flops: float = 0.0
     flops_exact: bool = True
     overrun: float = 0.0  # fraction past the limit in the budget's own unit (time budgets)
+    clock: str = ""  # what ``seconds`` counts: "cpu process time" or "cuda events"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,14 +110,10 @@ class BudgetMeter:
     def __init__(self, budget: Budget, device: torch.device | str = "cpu", flop_sample_every: int = 100):
         self.budget = budget
         self.device = torch.device(device)
-        self.usage = BudgetUsage(flops_exact=budget.kind == "flops")
+        self.usage = BudgetUsage(flops_exact=budget.kind == "flops", clock=clock_name(self.device))
         self.flop_sample_every = 1 if budget.kind == "flops" else flop_sample_every
         self._last_step_flops = 0.0
         warm_up_flop_counter()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def progress(self) -> float:
         u, b = self.usage, self.budget
@@ -144,29 +153,61 @@ class TotalFlopCounter(FlopCounterMode):
         return out
 
 
+def clock_name(device: torch.device) -> str:
+    return "cuda events" if device.type == "cuda" else "cpu process time"
+
+
+class _StepClock:
+    """The budget's clock around one step: CPU time of this process on a CPU, device time by CUDA
+    events on a GPU; wall time beside it.  ``stop()`` returns (budget seconds, wall seconds)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.cpu0 = time.process_time()
+        self.wall0 = time.perf_counter()
+
+    def stop(self) -> tuple[float, float]:
+        if self.cuda:
+            self.end.record()
+            self.end.synchronize()
+            spent = self.begin.elapsed_time(self.end) / 1000.0  # milliseconds -> seconds
+        else:
+            spent = time.process_time() - self.cpu0
+        return spent, time.perf_counter() - self.wall0
+
+
 class _StepContext:
     def __init__(self, meter: BudgetMeter):
         self.meter = meter
         self.counter = None
+        self.clock = _StepClock(meter.device)
 
     def __enter__(self):
         m = self.meter
         if m.usage.steps % m.flop_sample_every == 0:
             self.counter = TotalFlopCounter(display=False)
             self.counter.__enter__()
-        m._sync()
-        self.t0 = time.perf_counter()
+        self.clock.start()
         return self
 
     def __exit__(self, exc_type, exc, tb):
         m = self.meter
-        m._sync()
-        elapsed = time.perf_counter() - self.t0
+        elapsed, wall = self.clock.stop()
         if self.counter is not None:
             self.counter.__exit__(exc_type, exc, tb)
             m._last_step_flops = float(self.counter.get_total_flops())
         if exc_type is None:
             m.usage.seconds += elapsed
+            m.usage.wall_seconds += wall
             m.usage.steps += 1
             m.usage.flops += m._last_step_flops
         return False

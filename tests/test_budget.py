@@ -75,3 +75,23 @@ def test_flops_are_counted_through_a_gradient_penalty():
             ((grad.norm(dim=1) - 1) ** 2).mean().backward()
     usage = meter.finish()
     assert usage.steps == 2 and usage.flops > 2 * (2 * 5 * 4 * 8 + 2 * 5 * 8)
+
+
+def test_time_budget_counts_compute_not_waiting():
+    """A seconds budget is the trial's CPU time: time spent waiting (here: sleeping, as a process
+    does when other work holds the cores) is wall time, recorded beside it but not charged."""
+    import time
+
+    meter = BudgetMeter(Budget.parse("0.3s"))
+    a = torch.randn(64, 64)
+    slept = 0.0
+    while not meter.exhausted():
+        with meter.step():
+            a = torch.tanh(a @ a)
+            time.sleep(0.01)
+        slept += 0.01
+    usage = meter.finish()
+    assert usage.clock == "cpu process time"
+    assert usage.seconds >= 0.3
+    assert usage.wall_seconds >= usage.seconds + 0.8 * slept
+    assert usage.steps >= 10

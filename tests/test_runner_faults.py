@@ -209,7 +209,7 @@ def test_time_limits_follow_the_budget_and_the_flags():
     t_seconds = Trial("vae", "ring8", 0, Budget.parse("60s"), "quick")
     t_steps = Trial("vae", "ring8", 0, Budget.parse("100steps"), "test")
     limits = trial_limits(t_seconds, ExecutorOptions())
-    assert limits.train_s == pytest.approx(1.5 * 60 + 120)
+    assert limits.train_s == pytest.approx(3.0 * 60 + 120)
     assert limits.eval_s == limits.setup_s == 1800.0  # the quick profile's allowance
     assert trial_limits(t_steps, ExecutorOptions()).train_s == STEP_BUDGET_TRAIN_LIMIT_S
     custom = trial_limits(t_steps, ExecutorOptions(trial_timeout=7, eval_timeout=11))
