@@ -6,6 +6,7 @@ from genbench.metrics.ais import AISLikelihood
 from genbench.metrics.fidelity import SampleQuality
 from genbench.metrics.inception import InceptionSampleQuality
 from genbench.metrics.likelihood import ExactLikelihood
+from genbench.metrics.memorisation import Memorisation
 from genbench.metrics.modes import Modes
 from genbench.metrics.parzen import ParzenWindow
 from genbench.metrics.posterior import AggregatePosteriorMMD, PosteriorGaps
@@ -19,6 +20,6 @@ def register_datasets(register):
 
 @hookimpl
 def register_metrics(register):
-    for metric in (SampleQuality(), InceptionSampleQuality(), ExactLikelihood(), AISLikelihood(), PosteriorGaps(),
-                   AggregatePosteriorMMD(), ParzenWindow(), Modes()):
+    for metric in (SampleQuality(), InceptionSampleQuality(), Memorisation(), ExactLikelihood(), AISLikelihood(),
+                   PosteriorGaps(), AggregatePosteriorMMD(), ParzenWindow(), Modes()):
         register(metric)

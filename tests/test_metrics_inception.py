@@ -228,4 +228,14 @@ def test_inception_metric_with_weights_from_the_environment(stand_in_weights, mo
     assert set(out) == set(metric.columns)
     assert all(math.isfinite(v) for v in out.values())
     assert ctx.memo["extractor"] == f"inception-v3-compat@{file_hash(stand_in_weights)[:12]}"
-    assert "inception-v3-compat" in metric.estimator(profile)
+    assert "inception-v3-compat" in metric.estimator(profile) and "ref=test[:6]" in metric.estimator(profile)
+    # headline columns against the held-out test split, *_train against the training split
+    test = ext_features(stand_in_weights, digits.split("test")["x"][:6])
+    train = ext_features(stand_in_weights, digits.split("train")["x"][:6])
+    gen = ext_features(stand_in_weights, ctx.samples(6))
+    assert out["fid_inception"] == pytest.approx(fidelity_metrics(gen, test, profile)[FID])
+    assert out["fid_train_inception"] == pytest.approx(fidelity_metrics(gen, train, profile)[FID])
+
+
+def ext_features(weights, x):
+    return FeatureSet(*inception_extractor(weights).features(x))

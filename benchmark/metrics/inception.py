@@ -11,7 +11,9 @@ Images are handed over as torch-fidelity expects them: uint8, 3 channels (grey i
 any size (the extractor resizes to 299x299 inside, with TensorFlow-compatible bilinear
 interpolation).  FID, KID and precision/recall use the 2048-d pool features, IS the unbiased logits,
 as torch-fidelity's defaults for this extractor; the metrics themselves are the same torch-fidelity
-functions as the domain-classifier columns (``genbench.metrics.fidelity.fidelity_metrics``).
+functions as the domain-classifier columns (``genbench.metrics.fidelity.fidelity_metrics``), under
+the same held-out protocol: headline columns against the test split, ``*_train_inception`` against
+the training split, at the same generated count.
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ from genbench.errors import GenbenchError
 from genbench.metrics import EvalContext, Metric
 from genbench.metrics.fidelity import (
     FID,
+    FID_TRAIN,
+    HEADLINE_SPLIT,
     IS,
     KID,
+    KID_TRAIN,
     PRECISION,
+    PRECISION_TRAIN,
     RECALL,
-    FeatureSet,
-    fidelity_metrics,
+    RECALL_TRAIN,
+    estimator_text,
+    generated_features,
+    heldout_and_train,
     n_generated,
     reference_features,
 )
@@ -153,7 +161,9 @@ def inception_extractor(path: str | os.PathLike | None = None, device="cpu") -> 
 class InceptionSampleQuality(Metric):
     name = "sample_quality_inception"
     columns = {FID + SUFFIX: "lower", IS + SUFFIX: "higher", KID + SUFFIX: "lower",
-               PRECISION + SUFFIX: "higher", RECALL + SUFFIX: "higher"}
+               PRECISION + SUFFIX: "higher", RECALL + SUFFIX: "higher",
+               FID_TRAIN + SUFFIX: "lower", KID_TRAIN + SUFFIX: "lower",
+               PRECISION_TRAIN + SUFFIX: "higher", RECALL_TRAIN + SUFFIX: "higher"}
     needs = frozenset({Capability.SAMPLE})
     data_kinds = frozenset({"image"})
 
@@ -164,16 +174,14 @@ class InceptionSampleQuality(Metric):
         return weights_available()
 
     def estimator(self, profile: Profile) -> str:
-        return (f"torch-fidelity on {EXTRACTOR_NAME} features (pool 2048 / unbiased logits); "
-                f"ref=train[:{profile.n_reference}], n_gen=min({profile.n_fid_samples}, held-out count), KID poly3 "
-                f"{profile.kid_subsets}x{profile.kid_subset_size}, IS splits={profile.is_splits}, "
-                f"PR k={profile.prc_neighborhood}")
+        return estimator_text(profile, features=f"{EXTRACTOR_NAME} (pool 2048 / unbiased logits)")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext = inception_extractor(device=ctx.device)
-        ref = reference_features(ctx.dataset, ext, "train", ctx.profile.n_reference)
-        feats, logits = ext.features(ctx.samples(n_generated(ctx.dataset, ctx.profile)))
-        out = fidelity_metrics(FeatureSet(feats, logits), ref, ctx.profile, seed=ctx.seed)
+        test = reference_features(ctx.dataset, ext, HEADLINE_SPLIT, ctx.profile.n_reference)
+        train = reference_features(ctx.dataset, ext, "train", ctx.profile.n_reference)
+        gen = generated_features(ctx, ext, n_generated(ctx.dataset, ctx.profile))
+        out = heldout_and_train(gen, test, train, ctx.profile, seed=ctx.seed)
         fingerprint = ext.fingerprint()
         # the record has one extractor field: name both when the domain classifier ran too
         previous = ctx.memo.get("extractor")
