@@ -1,4 +1,4 @@
-"""Compute budgets: device seconds, optimisation steps, or floating-point operations.
+"""Compute budgets: compute seconds (CPU time or CUDA device time), optimisation steps, or FLOPs.
 
 One flag, one string: ``30s``, ``10m``, ``1h``, ``2000steps``, ``1e12flop``.  Whatever the limit,
 a :class:`BudgetMeter` records all three quantities actually used, so trials stay comparable.
