@@ -12,7 +12,10 @@ default every 25%) to ``<runs>/<suite>/checkpoints/<trial_id>.pt``:
   the start of the current epoch, and how many batches have been drawn since (see
   :class:`ResumableBatches`);
 * the budget meter's usage (seconds, steps, FLOPs), so a time budget continues from the time
-  already spent.
+  already spent;
+* model selection's state (:mod:`genbench.selection`): the validation criterion's history so far
+  and the best-on-validation weights, so a resumed trial chooses the state an uninterrupted one
+  would have chosen.
 
 With all of that restored, a resumed trial takes exactly the steps an uninterrupted one would
 have taken, and ends with the same parameters and metrics (on the same device and thread count).
@@ -35,7 +38,7 @@ import torch
 
 from genbench.budget import BudgetMeter, BudgetUsage
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: adds model selection's state
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -170,9 +173,11 @@ class Checkpointer:
             return None
         return blob
 
-    def restore(self, model, meter: BudgetMeter, dataset, batch_size: int, seed: int) -> ResumableBatches:
-        """Load the checkpoint (if any) into ``model``, its optimisers, the RNGs and ``meter``,
-        and return the training batches positioned where the checkpoint left them."""
+    def restore(self, model, meter: BudgetMeter, dataset, batch_size: int, seed: int,
+                selector=None) -> ResumableBatches:
+        """Load the checkpoint (if any) into ``model``, its optimisers, the RNGs, ``meter`` and the
+        ``selector`` (a :class:`genbench.selection.Selector`), and return the training batches
+        positioned where the checkpoint left them."""
         blob = self.load()
         if blob is None:
             return ResumableBatches(dataset, batch_size, seed)
@@ -185,6 +190,8 @@ class Checkpointer:
             opt.load_state_dict(blob["optimizers"][name])
         meter.usage = BudgetUsage(**blob["usage"])
         meter._last_step_flops = float(blob["last_step_flops"])
+        if selector is not None and blob.get("selection") is not None:
+            selector.load_state(blob["selection"])
         batches = ResumableBatches(dataset, batch_size, seed, state=blob["data"])
         restore_rng(blob["rng"])
         self.resumed_from = dict(blob["usage"])
@@ -200,7 +207,7 @@ class Checkpointer:
     def due(self, progress: float) -> bool:
         return progress >= self.next_fraction
 
-    def save(self, model, meter: BudgetMeter, batches: ResumableBatches) -> None:
+    def save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None) -> None:
         state = {
             "version": CHECKPOINT_VERSION,
             "key": self.key,
@@ -210,13 +217,14 @@ class Checkpointer:
             "data": batches.state(),
             "usage": meter.usage.as_dict(),
             "last_step_flops": float(meter._last_step_flops),
+            "selection": None if selector is None else selector.state(),
         }
         atomic_torch_save(state, self.path)
         self.saved += 1
         self._advance(meter.progress())
 
-    def maybe_save(self, model, meter: BudgetMeter, batches: ResumableBatches) -> bool:
+    def maybe_save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None) -> bool:
         if self.due(meter.progress()) and not meter.exhausted():
-            self.save(model, meter, batches)
+            self.save(model, meter, batches, selector)
             return True
         return False

@@ -6,7 +6,9 @@ worker process (the default, see :mod:`genbench.executors`) or in a Ray task -- 
 fault of the model (an exception, a non-finite loss, running out of memory) into a failed record
 with its reason.  Faults that kill or hang the process are caught one level up, by the executor.
 While a trial trains it checkpoints at fractions of its budget (:mod:`genbench.checkpoint`), so an
-interrupted trial continues instead of starting again.
+interrupted trial continues instead of starting again.  At fractions of its budget it also scores
+a validation criterion, outside the budget, and it is evaluated at its best-on-validation state
+(:mod:`genbench.selection`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from genbench.budget import Budget, BudgetMeter
 from genbench.checkpoint import Checkpointer, ResumableBatches, checkpoint_path
 from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
-from genbench.manager import PluginManager
 from genbench.grids import save_samples
+from genbench.manager import PluginManager
 from genbench.metrics import EvalContext
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
 from genbench.results import RECORD_SCHEMA, git_commit, trial_dir, write_record
+from genbench.selection import Selector
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,19 @@ def batch_size_of(model: GenerativeModel) -> int:
 
 
 def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, device: torch.device,
-          on_step: Callable[[float, dict], None] | None = None, checkpoint: Checkpointer | None = None):
+          on_step: Callable[[float, dict], None] | None = None, checkpoint: Checkpointer | None = None,
+          selector: Selector | None = None):
     """The training loop: draw a batch, take one step, account the budget, stop when spent.
 
     With a ``checkpoint``, training first continues from its saved state (if there is one) and
-    saves at the checkpointer's fractions of the budget."""
+    saves at the checkpointer's fractions of the budget.  With a ``selector``, a validation
+    criterion is scored at its fractions of the budget, outside the budget (only what runs inside
+    ``meter.step()`` is counted), and the model ends in its best-on-validation state."""
     meter = BudgetMeter(budget, device)
+    if selector is not None:
+        selector.prepare(model, dataset, device)
     if checkpoint is not None:
-        batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed)
+        batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed, selector)
     else:
         batches = ResumableBatches(dataset, batch_size_of(model), seed)
     losses: dict[str, float] = {}
@@ -108,8 +116,12 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
                                      "this model's step counted 0 FLOPs: use a seconds or steps budget")
         if on_step is not None:
             on_step(meter.progress(), losses)
+        if selector is not None:  # outside meter.step(): selection costs no budget
+            selector.maybe_score(model, meter.usage.steps, meter.progress())
         if checkpoint is not None:
-            checkpoint.maybe_save(model, meter, batches)
+            checkpoint.maybe_save(model, meter, batches, selector)
+    if selector is not None:  # evaluate the best-on-validation state, not the last
+        selector.restore_best(model)
     return meter.finish(), losses
 
 
@@ -185,13 +197,18 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         if checkpoint_dir is not None:
             path = checkpoint_path(checkpoint_dir, record["trial_id"])
             checkpoint = Checkpointer(path, record["config_hash"], checkpoint_every)
+        # the criterion's one-off work (validation points, feature extractor) before training starts
+        selector = Selector.for_trial(model, dataset, trial.profile)
+        selector.prepare(model, dataset, device)
         if on_phase is not None:
             on_phase("train")
         t0 = time.perf_counter()
-        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train, checkpoint)
+        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train, checkpoint, selector)
         record["used"] = usage.as_dict()
-        record["final_losses"] = losses
-        record["timings"]["train_s"] = time.perf_counter() - t0
+        record["final_losses"] = losses  # of the last step, whichever state was chosen
+        record["selection"] = selector.summary()
+        record["timings"]["train_s"] = time.perf_counter() - t0  # includes select_s
+        record["timings"]["select_s"] = selector.seconds
         if checkpoint is not None and checkpoint.resumed_from is not None:
             record["resumed_from"] = checkpoint.resumed_from
         if on_phase is not None:
@@ -199,7 +216,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         t1 = time.perf_counter()
         values, estimators, not_applicable, errors, ctx = evaluate(
             model, dataset, manager, profile, trial.seed, device, on_metric)
-        record.update(metrics=values, estimators=estimators, not_applicable=not_applicable,
+        record.update(metrics=values, estimators={**estimators, "selection": selector.estimator()},
+                      not_applicable=not_applicable,
                       metric_errors=errors, extractor=ctx.memo.get("extractor"),
                       marks=dict(ctx.marks), warnings=list(ctx.warnings))
         record["timings"]["eval_s"] = time.perf_counter() - t1

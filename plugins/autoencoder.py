@@ -201,6 +201,11 @@ class AutoencoderExPostGMM(Autoencoder):
         self.seen_count += len(x)
         self.ex_post = None
 
+    def load_state_dict(self, *args, **kwargs):
+        # a mixture fitted on the codes of the weights being replaced would no longer fit them
+        self.ex_post = None
+        return super().load_state_dict(*args, **kwargs)
+
     def training_inputs(self) -> torch.Tensor:
         """The distinct training inputs in the buffer."""
         filled = min(int(self.seen_count), len(self.seen_inputs))

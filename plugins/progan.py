@@ -316,6 +316,11 @@ class ProGAN(GenerativeModel):
         z = randn((n, self.latent_dim), generator, self.device)
         return self.to_full(self.generator(z, int(self.stage), float(self.alpha)))
 
+    def selectable(self) -> bool:
+        """Model selection (genbench.selection) compares only states of the full-resolution model,
+        faded in: an earlier stage is a lower-resolution model, not an earlier state of this one."""
+        return int(self.stage) == self.n_stages - 1 and float(self.alpha) >= 1.0
+
     def sample_at_stage(self, n: int, stage: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images in [0, 1] from stage ``stage``'s own output (alpha = 1) at its resolution,
         shape ``(n, C, r, r)`` with r = ``resolutions[stage]`` on the model's square canvas."""

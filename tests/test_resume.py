@@ -21,6 +21,7 @@ from genbench.checkpoint import Checkpointer, ResumableBatches
 from genbench.cli import main
 from genbench.results import ci95
 from genbench.runner import train
+from genbench.selection import Selector
 
 GENBENCH = Path(sys.executable).with_name("genbench")
 
@@ -85,6 +86,41 @@ def test_interrupted_training_continues_to_the_same_parameters(model_name, manag
         for k in ref_state:
             for field, value in ref_state[k].items():
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(new_state[k][field])), (name, k, field)
+
+
+@pytest.mark.parametrize("model_name", ["vae", "gan"])
+def test_interrupted_training_keeps_its_selection_history_and_best_state(model_name, manager, ring8, tmp_path):
+    """Selection's history and best-on-validation weights travel in the checkpoint: the resumed
+    trial scores the same values and ends in the same chosen state as an uninterrupted one."""
+    cls = manager.models.get(model_name)
+    budget = Budget.parse("40steps")
+    reference = build(cls, ring8, seed=0)
+    ref_selector = Selector.for_trial(reference, ring8, "test")
+    _, losses_ref = train(reference, ring8, budget, seed=0, device="cpu", selector=ref_selector)
+
+    path = tmp_path / "ckpt.pt"
+    first = build(cls, ring8, seed=0)
+
+    def stop_after_half(progress, losses):
+        if progress >= 0.6:  # after the 50% checkpoint, before the 75% one
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(first, ring8, budget, seed=0, device="cpu", on_step=stop_after_half,
+              checkpoint=Checkpointer(path, "key", every=0.25), selector=Selector.for_trial(first, ring8, "test"))
+    saved = torch.load(path, weights_only=True)["selection"]
+    assert [h["step"] for h in saved["history"]] == [4, 8, 12, 16, 20] and saved["best_state"] is not None
+
+    torch.manual_seed(12345)
+    resumed = build(cls, ring8, seed=99)
+    selector = Selector.for_trial(resumed, ring8, "test")
+    ckpt = Checkpointer(path, "key", every=0.25)
+    _, losses = train(resumed, ring8, budget, seed=0, device="cpu", checkpoint=ckpt, selector=selector)
+    assert ckpt.resumed_from["steps"] == 20 and losses == losses_ref
+    assert selector.history == ref_selector.history  # the same values at the same steps, bit for bit
+    assert (selector.best_step, selector.best_value) == (ref_selector.best_step, ref_selector.best_value)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # both in the chosen state
 
 
 def test_time_budget_continues_from_the_recorded_usage(manager, ring8, tmp_path):
@@ -154,7 +190,7 @@ SLOW_PLUGIN = textwrap.dedent('''
     class SlowConfig:
         lr: float = 0.05
         batch_size: int = 64
-        step_sleep: float = 0.02
+        step_sleep: float = 0.04  # long enough to outlast the vae trial beside it on a busy machine
 
 
     class SlowGaussian(GenerativeModel):
@@ -199,7 +235,7 @@ SLOW_PLUGIN = textwrap.dedent('''
 def test_sigkill_mid_suite_then_the_same_command_ends_with_the_same_leaderboard(tmp_path, capsys):
     plugin = tmp_path / "slow_gaussian.py"
     plugin.write_text(SLOW_PLUGIN)
-    budget = ["--budget", "60steps", "--checkpoint-every", "0.2"]  # 60 x 20 ms; checkpoints every 12 steps
+    budget = ["--budget", "60steps", "--checkpoint-every", "0.2"]  # 60 x 40 ms; checkpoints every 12 steps
     common = ["--model", "vae", "--model", "slow-gaussian", "--dataset", "ring8", *budget, "--profile", "test",
               "--threads", "1"]  # one thread: fast and steady on a busy machine, the same in every process
     # the uninterrupted reference, in this process
