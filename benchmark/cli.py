@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                         "each with 1 torch thread; 1 on a GPU)")
     r.add_argument("--address", default=None, help="Ray cluster head, host:6379 (with --executor ray)")
     r.add_argument("--trial-timeout", type=float, default=None, metavar="SECONDS",
-                   help="training time limit per trial (default: 1.5x a time budget + 120 s; "
+                   help="training time limit per trial (default: 3x a time budget + 120 s; "
                         "12 h for step/FLOP budgets)")
     r.add_argument("--eval-timeout", type=float, default=None, metavar="SECONDS",
                    help="limit for loading data and for evaluation, each (default by profile)")
@@ -86,39 +86,96 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fmt(value, half=None) -> str:
+    """Four significant digits, the interval's half-width two, in plain notation where it is short
+    (``2367 ± 370``, not ``2367 ± 3.7e+02``)."""
+    from genbench.publish import _num
+
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    text = f"{value:.4g}"
+    text = _num(value)
     if half is not None and not (isinstance(half, float) and math.isnan(half)):
-        text += f" ± {half:.2g}"
+        text += f" ± {_num(half, 2)}"
     return text
 
 
-def show_leaderboard(console: Console, records: list[dict], datasets: list[str] | None = None) -> None:
-    from genbench.results import leaderboard
+def _steps(value) -> str:
+    """A step count is a whole number: the rounded mean over seeds."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return str(round(value))
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def terminal_columns(present: list[str], width: int) -> list[str]:
+    """The metric columns of the terminal table: the published page's headline order (sample
+    quality, likelihood, then the family's own metrics), then the rest of ``SHOWN``, as many as fit
+    ``width`` beside the model, status, seeds, steps and notes.  Chance levels stay out: a cell at
+    or below its chance level is marked instead."""
+    from genbench.publish import HEADLINE, TWINS
+    from genbench.ranking import CHANCE_SUFFIX
+
+    ordered = [c for c in HEADLINE if c in present and TWINS.get(c) not in present]
+    ordered += [c for c in SHOWN if c in present and c not in ordered]
+    ordered = [c for c in ordered if not c.endswith(CHANCE_SUFFIX)]
+    room = max(3, (width - 56) // 14)  # a cell "20.83 ± 18" with its padding takes about 14 characters
+    return ordered[:room]
+
+
+def show_leaderboard(console: Console, records: list[dict], datasets: list[str] | None = None,
+                     directions: dict[str, str] | None = None) -> None:
+    """One rich table per dataset.  Marks, flags and bold follow :mod:`genbench.ranking`: a cell
+    ending in † is not a plain number, a row starting with ⚠ carries a finding about the whole
+    trial, bold is the best mean and every row not significantly different from it.  The notes
+    column numbers the rows that have notes; the notes follow the table in full, so a narrow
+    terminal does not fold them into a column a dozen characters wide."""
+    from rich.text import Text
+
+    from genbench.ranking import FLAG, MARK, TEST, flagged, loads, marked
+    from genbench.results import REFERENCE_MODEL, leaderboard
 
     for ds in sorted({r["dataset"] for r in records}):
         if datasets and ds not in datasets:
             continue
-        df = leaderboard(records, ds)
-        cols = [c for c in SHOWN if c in df.columns and df[c].notna().any()]
+        df = leaderboard(records, ds, directions)
+        measured = {m for r in records if r["dataset"] == ds for m in r.get("metrics", {})}
+        present = [c for c in df.columns if c in measured and df[c].notna().any()]
+        cols = terminal_columns(present, console.width)
+        bold = df.attrs.get("bold", {})
         table = Table(title=f"genbench leaderboard: {ds}", header_style="bold")
-        widest = max((len(str(m)) for m in df["model"]), default=5)
+        warned = [bool(loads(w, [])) for w in df["warnings"]]
+        widest = max((len(flagged(str(m), w)) for m, w in zip(df["model"], warned)), default=5)
         several = df.loc[df["budget_kind"] != "none", "budget"].nunique() > 1  # a suite run with --budgets
-        for head in ["model", *(["budget"] if several else []), "status", "seeds", "steps", *cols]:
-            # model names stay whole however many metric columns there are: values wrap instead
+        for head in ["model", *(["budget"] if several else []), "status", "seeds", "steps", *cols, "notes"]:
+            # model names stay whole however many metric columns there are: values and notes wrap instead
             table.add_column(head, justify="left" if head in ("model", "status") else "right",
-                             min_width=widest if head == "model" else None)
-        for _, row in df.iterrows():
-            status = row["status"] if row["status"] != "failed" else f"[red]failed[/red] {row['reason'][:50]}"
-            table.add_row(row["model"], *([row["budget"]] if several else []), status, row["seeds"],
-                          _fmt(row["used_steps"]),
-                          *[_fmt(row[c], row.get(f"{c}_ci95")) for c in cols])
+                             min_width=widest if head == "model" else None, overflow="fold")
+        footnotes = []
+        for pos, (_, row) in enumerate(df.iterrows()):
+            status = (Text(row["status"]) if row["status"] != "failed"
+                      else Text.assemble(("failed", "red"), " " + _shorten(str(row["reason"]), 50)))
+            marks = loads(row["marks"], {})
+            cells = []
+            for c in cols:
+                text = marked(_fmt(row[c], row.get(f"{c}_ci95")), c in marks)
+                cells.append(Text(text, style="bold" if pos in bold.get(c, ()) else ""))
+            if row["notes"]:
+                footnotes.append(f"[{len(footnotes) + 1}] {row['model']}: {row['notes']}")
+            table.add_row(Text(flagged(row["model"], warned[pos])), *([Text(str(row["budget"]))] if several else []),
+                          status, Text(str(row["seeds"])),
+                          Text(_steps(row["used_steps"]) if row["model"] != REFERENCE_MODEL else ""), *cells,
+                          Text(f"[{len(footnotes)}]" if row["notes"] else ""))
         console.print(table)
+        for note in footnotes:
+            console.print(Text(_shorten(note, 600)))
         extractor = next((e for e in df["extractor"] if e), "")
-        if extractor:
-            console.print(f"[dim]features: {extractor}; ± is a 95% interval over seeds; "
-                          f"empty cells: see the CSV's empty_cells column[/dim]")
+        caption = (f"± is a 95% interval over seeds; bold: the best mean and every row not significantly different "
+                   f"from it ({TEST}; a one-seed row competes only where no row has more seeds); {MARK}: the value "
+                   f"failed its own check or is at or below its chance level; {FLAG}: a finding about the whole row, "
+                   f"never bold; reasons in notes; every column and empty cell's reason in the CSV")
+        console.print(Text(("features: " + extractor + "; " if extractor else "") + caption, style="dim"))
 
 
 def cmd_list(manager: PluginManager, console: Console) -> None:
@@ -190,22 +247,25 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
                   f"results in {Path(args.runs_dir) / suite}")
     records = run_suite(manager, trials, Path(args.runs_dir), suite, device=args.device, rerun=args.rerun,
                         console=console, options=options)
+    from genbench.ranking import metric_directions
     from genbench.results import load_records
 
-    show_leaderboard(console, load_records(Path(args.runs_dir), suite), sorted({t.dataset for t in trials}))
+    show_leaderboard(console, load_records(Path(args.runs_dir), suite), sorted({t.dataset for t in trials}),
+                     metric_directions(manager))
     console.print(summary(records))
     console.print(f"leaderboard CSVs: {Path(args.runs_dir) / suite}/leaderboard-*.csv")
     return 0
 
 
-def cmd_leaderboard(args, console: Console) -> int:
+def cmd_leaderboard(args, console: Console, manager: PluginManager | None = None) -> int:
+    from genbench.ranking import metric_directions
     from genbench.results import load_records
 
     records = load_records(Path(args.runs_dir), args.suite)
     if not records:
         raise GenbenchError(f"no results for suite {args.suite!r} under {args.runs_dir!r}; run `genbench run` first "
                             f"(or pass --suite/--runs-dir)")
-    show_leaderboard(console, records, args.dataset)
+    show_leaderboard(console, records, args.dataset, metric_directions(manager))
     return 0
 
 
@@ -221,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, manager, console)
         if args.command == "leaderboard":
-            return cmd_leaderboard(args, console)
+            return cmd_leaderboard(args, console, manager)
         if args.command == "publish":
             from genbench.publish import cmd_publish
 

@@ -7,9 +7,17 @@ dataset::
                                          seeds and the half-width of its 95% interval (``<col>_ci95``),
                                          the status, and the row's provenance
     <out>/<suite>/<dataset>-trials.csv   one row per trial (every seed): the source of the rows above
-    <out>/<suite>/samples/*.png          one sample grid per row (its lowest seed that finished)
+    <out>/<suite>/samples/*.png          one sample picture per row (its lowest seed that finished)
     <out>/<suite>/plots/*.png            budget curves: a headline metric against the budget
+    <out>/<suite>/summary.csv            where the suite has two or more datasets: per model, the
+                                         interquartile mean of normalised scores across them with a
+                                         stratified-bootstrap 95% interval
     <out>/README.md                      every table rendered as one page
+
+Marks, flags and bold follow :mod:`genbench.ranking`: a value whose own diagnostic failed, or that
+sits at or below its chance level, is marked (†) with its reason in the row's ``notes``; a row with
+a finding about the whole trial (it copies training data) is flagged (⚠); bold is the best mean and
+every model that Welch's t-test on the per-seed values does not separate from it.
 
 Every row says where it came from: genbench, torch, torch-fidelity and Python versions, the git
 commit of the code that ran, the device, the budget (kind, amount, what was used), the evaluation
@@ -51,6 +59,27 @@ from urllib.parse import quote
 import pandas as pd
 
 from genbench.errors import GenbenchError
+from genbench.ranking import (
+    FLAG,
+    MARK,
+    TEST,
+    Entry,
+    bold_cells,
+    chance_marks,
+    direction_of,
+    dumps_marks,
+    dumps_warnings,
+    finite,
+    flagged,
+    loads,
+    marked,
+    merge_marks,
+    notes_text,
+    seed_marks,
+    seed_warnings,
+    summary_rows,
+)
+from genbench.ranking import metric_directions as metric_directions
 from genbench.results import REFERENCE_MODEL, atomic_write_bytes, atomic_write_text, ci95, load_records
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
@@ -64,13 +93,21 @@ HEADLINE = ("fid", "precision", "recall", "modes", "hq_pct", "bpd", "iwae_bpd", 
             "cycle_error", "target_accuracy", "label_preservation", "caption_digit_accuracy",
             "caption_digit_accuracy_unseen", "caption_weight_accuracy", "mask_iou", "mask_iou_chance",
             "patch_fidelity_at_truth", "patch_fidelity_at_truth_chance",
+            # density and coverage sit beside precision and recall in the CSV; in a six-column table the
+            # family metrics come first, so they follow them
+            "density", "coverage", "authenticity",
             "kid", "is", "elbo", "fid_target", "fid_inception")
+THUMB = 280  # widest sample picture shown in a README table, in pixels (an 8 x 8 grid of 32-pixel images)
 TABLE_METRICS = 6  # metric columns of a README table; the CSV linked under it has all of them
 # a README table shows a likelihood once: in bits/dim where there is a bits/dim column
 TWINS = {"nll": "bpd", "iwae": "iwae_bpd", "ais": "ais_bpd"}
 # Budget curves: per group, the first column present is plotted (bits/dim where there is one).
 CURVES = (("fid",), ("bpd", "nll"), ("iwae_bpd", "iwae"), ("ais_bpd", "ais"), ("hq_pct",), ("fid_target",))
-BUDGET_UNITS = {"seconds": "device seconds", "steps": "optimisation steps", "flops": "FLOPs"}
+# curves drawn on a log y axis: a distance between distributions spans orders of magnitude over a
+# budget range (FID 300 at a tiny budget, 20 at a large one); any other positive metric whose values
+# span a factor of ten or more is drawn on one too
+LOG_Y = ("fid", "fid_target", "fid_inception", "kid")
+BUDGET_UNITS = {"seconds": "compute seconds", "steps": "optimisation steps", "flops": "FLOPs"}
 
 # Columns of the per-trial CSV around the metric columns, with the type each is written as.
 TRIAL_HEAD = (("suite", TEXT), ("dataset", TEXT), ("model", TEXT), ("family", TEXT), ("budget", TEXT),
@@ -81,14 +118,20 @@ PROVENANCE = (("profile", TEXT), ("estimators", TEXT), ("extractor", TEXT), ("ex
               ("config_hash", TEXT), ("config", TEXT), ("plugin", TEXT), ("device", TEXT),
               ("genbench_version", TEXT), ("torch_version", TEXT), ("torch_fidelity_version", TEXT),
               ("python_version", TEXT), ("git_commit", TEXT))
-TRIAL_TAIL = (("reason", TEXT), ("fault", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), *PROVENANCE,
+# ``marks`` (column -> reason, JSON), ``warnings`` (JSON list) and ``selection`` (the model-selection
+# history, JSON) are the record's own fields: a leaderboard is recomputed from this file alone
+TRIAL_TAIL = (("reason", TEXT), ("fault", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), ("marks", TEXT),
+              ("warnings", TEXT), ("selection", TEXT), *PROVENANCE,
               ("trial_key", TEXT), ("trial_id", TEXT), ("started", TEXT), ("finished", TEXT), ("command", TEXT),
               ("samples", TEXT))
 # Columns of the leaderboard CSV around the metric columns (each metric ``m`` is ``m``, ``m_ci95``).
 BOARD_HEAD = (("suite", TEXT), ("dataset", TEXT), ("model", TEXT), ("family", TEXT), ("budget", TEXT),
               ("budget_kind", TEXT), ("budget_amount", FLOAT), ("status", TEXT), ("seeds", INT),
-              ("seeds_ok", INT), ("used_seconds", FLOAT), ("used_steps", FLOAT), ("used_flops", FLOAT))
-BOARD_TAIL = (("reason", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), *PROVENANCE, ("date", TEXT),
+              ("seeds_ok", INT), ("used_seconds", FLOAT), ("used_steps", INT), ("used_flops", FLOAT))
+# ``notes``: why a cell is marked and what was found about the row, as a reader reads it; ``marks``
+# and ``warnings``: the same as JSON, for programs
+BOARD_TAIL = (("notes", TEXT), ("marks", TEXT), ("warnings", TEXT), ("reason", TEXT), ("metric_errors", TEXT),
+              ("empty_cells", TEXT), *PROVENANCE, ("date", TEXT),
               ("command", TEXT), ("samples", TEXT))
 KEY = ("model", "budget_kind", "budget_amount")  # a row of a (suite, dataset) file
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -129,7 +172,10 @@ def parse_cell(cell: str, kind: str, where: str):
         if kind == BOOL:
             return {"true": True, "false": False}[cell.lower()]
         if kind == INT:
-            return int(cell)
+            try:
+                return int(cell)
+            except ValueError:  # boards published before step counts were whole numbers hold their mean
+                return round(float(cell))
         return float(cell)
     except (KeyError, ValueError):
         raise GenbenchError(f"{where}: {cell!r} is not a {kind}; the published CSVs are written by "
@@ -339,10 +385,14 @@ def trial_row(rec: dict, setup: str, defaults: dict[str, dict]) -> dict:
                                      int(rec["seed"]) + 1, profile,
                                      config_overrides(rec["model"], config, defaults)),
         "samples": "",
+        "marks": dumps_marks(rec.get("marks") or {}), "warnings": dumps_warnings(rec.get("warnings") or []),
+        "selection": json.dumps(rec["selection"], sort_keys=True, default=str) if rec.get("selection") else "",
     }
     for name, value in (rec.get("metrics") or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             row[name] = float(value)
+        elif value is None:  # measured but not finite (the record stores NaN as null): an empty cell
+            row[name] = None
     return row
 
 
@@ -373,9 +423,15 @@ def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict]) -
     out.update(status=status, seeds=len(rows), seeds_ok=len(ok))
     for key in ("used_seconds", "used_steps", "used_flops"):
         out[key] = ci95([r.get(key) for r in ok])[0] if ok else None
+    if out["used_steps"] is not None and math.isfinite(out["used_steps"]):
+        out["used_steps"] = round(out["used_steps"])  # a step count is a whole number
     for m in metrics:
         mean, half = ci95([r.get(m) for r in ok])
         out[m], out[f"{m}_ci95"] = mean, half
+    marks = merge_marks(seed_marks((r["seed"], loads(r.get("marks"), {})) for r in ok),
+                        chance_marks({m: out[m] for m in metrics}))
+    found = seed_warnings((r["seed"], loads(r.get("warnings"), [])) for r in ok)
+    out.update(notes=notes_text(marks, found), marks=dumps_marks(marks), warnings=dumps_warnings(found))
     out["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in rows if r["status"] == "failed")
     out["metric_errors"] = "; ".join(f"seed {r['seed']}: {r['metric_errors']}" for r in rows if r["metric_errors"])
     out["empty_cells"] = first.get("empty_cells") or ""
@@ -445,16 +501,6 @@ class Published:
     files: list[Path] = field(default_factory=list)
     readme: Path | None = None
     plots: list[Path] = field(default_factory=list)
-
-
-def metric_directions(manager) -> dict[str, str]:
-    """Column -> "higher" | "lower", as every registered metric declares it."""
-    if manager is None:
-        return {}
-    out = {}
-    for metric in manager.metrics.values():
-        out.update(dict(metric.columns))
-    return out
 
 
 def config_defaults(manager) -> dict[str, dict]:
@@ -624,45 +670,105 @@ def headline(table: Table, rows: list[dict]) -> list[str]:
 
 
 def best_values(rows: list[dict], metrics: list[str], directions: dict[str, str]) -> dict[str, float]:
-    """Per metric with a declared direction, the best mean among the models' rows (the reference
-    row is the floor, not a contender); only where the rows differ (all tied: none is best)."""
+    """Per metric with a direction ("higher" or "lower"), the best mean among the models' rows (the
+    reference row is the floor, not a contender; flagged rows and marked cells do not count); only
+    where the rows differ (all tied: none is best)."""
     best = {}
     for m in metrics:
-        if m not in directions:
+        direction = direction_of(m, directions)
+        if direction == "none":
             continue
-        vals = [r[m] for r in rows if r["status"] in ("ok", "partial") and r.get(m) is not None]
+        vals = [r[m] for r in rows if r["status"] in ("ok", "partial") and r.get(m) is not None
+                and m not in row_marks(r) and not row_warnings(r)]
         if len(set(vals)) >= 2:
-            best[m] = min(vals) if directions[m] == "lower" else max(vals)
+            best[m] = min(vals) if direction == "lower" else max(vals)
     return best
 
 
-def markdown_table(rows: list[dict], metrics: list[str], directions: dict[str, str]) -> list[str]:
-    arrows = {"lower": " ↓", "higher": " ↑"}
-    heads = ["model", "family", "status", "seeds", "steps", *[m + arrows.get(directions.get(m, ""), "")
-                                                               for m in metrics]]
-    lines = ["| " + " | ".join(md_text(h) for h in heads) + " |",
-             "|" + "|".join([":--"] * 3 + ["--:"] * (len(heads) - 3)) + "|"]
-    best = best_values(rows, metrics, directions)
+def row_marks(row: dict) -> dict[str, str]:
+    """Column -> reason of a board row: its seeds' marks and any cell at or below its chance level
+    (computed again from the means, so a board published before marks existed shows them too)."""
+    marks = loads(row.get("marks"), {})
+    means = {c: v for c, v in row.items() if isinstance(v, float) and not c.endswith("_ci95")}
+    extra = {c: why for c, why in chance_marks(means).items() if why not in marks.get(c, "")}
+    return merge_marks(marks, extra)
+
+
+def row_warnings(row: dict) -> list[str]:
+    return loads(row.get("warnings"), [])
+
+
+def seed_values(trials: list[dict]) -> dict[tuple, dict[str, list[float]]]:
+    """Per board row key, column -> the values of its seeds that finished (what the t-test compares)."""
+    out: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    fixed = {c for c, _ in TRIAL_HEAD + TRIAL_TAIL}
+    for r in trials:
+        if r["status"] not in ("ok", "reference"):
+            continue
+        for c, v in r.items():
+            if c not in fixed and finite([v]):
+                out[row_key(r)][c].append(float(v))
+    return out
+
+
+def bold_rows(rows: list[dict], metrics: list[str], directions: dict[str, str],
+              seeds: dict[tuple, dict[str, list[float]]] | None = None) -> dict[str, set[int]]:
+    """Column -> the indices of ``rows`` set in bold (:func:`genbench.ranking.bold_cells`).  Without
+    ``seeds`` each row counts as one seed at its mean."""
+    entries = []
     for r in rows:
-        cells = [md_text(r["model"]), md_text(r["family"]), md_text(r["status"]),
-                 f"{r['seeds_ok']}/{r['seeds']}", _num(r.get("used_steps"), 6) if r["model"] != REFERENCE_MODEL
-                 else ""]
+        values = (seeds or {}).get(row_key(r)) or {m: finite([r.get(m)]) for m in metrics}
+        entries.append(Entry({m: list(values.get(m, [])) for m in metrics}, row_marks(r), row_warnings(r),
+                             contender=r["model"] != REFERENCE_MODEL and r["status"] in ("ok", "partial")))
+    return bold_cells(entries, metrics, directions)
+
+
+def markdown_table(rows: list[dict], metrics: list[str], directions: dict[str, str],
+                   seeds: dict[tuple, dict[str, list[float]]] | None = None) -> list[str]:
+    """A Markdown table of board rows: ↓/↑ on columns with a direction, bold by
+    :func:`bold_rows`, MARK after a marked value, FLAG before a flagged model, and a notes column
+    with the reasons where any row has one."""
+    arrows = {"lower": " ↓", "higher": " ↑"}
+    notes = [notes_text(row_marks(r), row_warnings(r)) for r in rows]
+    heads = ["model", "family", "status", "seeds", "steps",
+             *[m + arrows.get(direction_of(m, directions), "") for m in metrics], *(["notes"] if any(notes) else [])]
+    lines = ["| " + " | ".join(md_text(h) for h in heads) + " |",
+             "|" + "|".join([":--"] * 3 + ["--:"] * (len(heads) - 3 - any(notes)) + [":--"] * any(notes)) + "|"]
+    bold = bold_rows(rows, metrics, directions, seeds)
+    for i, r in enumerate(rows):
+        marks = row_marks(r)
+        steps = r.get("used_steps")
+        cells = [md_text(flagged(r["model"], bool(row_warnings(r)))), md_text(r["family"]), md_text(r["status"]),
+                 f"{r['seeds_ok']}/{r['seeds']}",
+                 str(round(steps)) if steps is not None and r["model"] != REFERENCE_MODEL else ""]
         for m in metrics:
             text = _num(r.get(m))
             if text and r.get(f"{m}_ci95") is not None:
                 text += f" ± {_num(r[f'{m}_ci95'], 2)}"
-            if text and m in best and r[m] == best[m] and r["model"] != REFERENCE_MODEL:
+            text = marked(text, m in marks)
+            if text and i in bold.get(m, ()):
                 text = f"**{text}**"
             cells.append(text)
+        if any(notes):
+            cells.append(md_text(notes[i], 400))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+LEGEND = (f"Bold: the best mean and every model not significantly different from it ({TEST}; a one-seed row "
+          f"competes only where no row has more seeds). {MARK}: the value failed its own diagnostic or is at or "
+          f"below its chance level; {FLAG}: a finding about the whole row (e.g. it copies training data). Neither "
+          "is ever bold, nor is `real-heldout` or a column without a direction (chance levels, statistics with no "
+          "better side); the reasons are in *notes*.")
+
+
 def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]:
-    """README.md and the budget-curve plots from every leaderboard CSV under ``out_dir``."""
+    """README.md, the budget-curve plots and each suite's ``summary.csv`` from every leaderboard CSV
+    under ``out_dir``."""
     out_dir = Path(out_dir)
     boards = sorted(p for p in out_dir.glob("*/*-trials.csv"))
     sections, toc, plots = [], [], []
+    by_suite: dict[str, dict[str, list[dict]]] = defaultdict(dict)
     for trials_path in boards:
         suite_dir = trials_path.parent
         board_path = suite_dir / (trials_path.name[: -len("-trials.csv")] + ".csv")
@@ -671,22 +777,36 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
         table = read_board(board_path)
         if not table.rows:
             continue
+        seeds = seed_values(Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL).rows)
         suite, dataset = table.rows[0]["suite"], table.rows[0]["dataset"]
+        by_suite[suite_dir.name][dataset] = [
+            {"model": r["model"], "budget": r["budget"], "status": r["status"],
+             "values": seeds.get(row_key(r)) or {}, "marks": row_marks(r), "warnings": row_warnings(r)}
+            for r in table.rows]
         curves = plot_budget_curves(table, suite_dir, directions)
         plots += curves
         title = f"{suite} / {dataset}"
         toc.append(f"- [{md_text(title)}](#{_anchor(title)})")
-        sections += _section(table, title, out_dir, board_path, trials_path, curves, directions)
+        sections += _section(table, title, out_dir, board_path, trials_path, curves, directions, seeds)
+    summaries = []
+    for suite in sorted(by_suite):
+        rows = write_summary(out_dir / suite, by_suite[suite], directions)
+        if rows:
+            title = f"{suite}: across datasets"
+            summaries += _summary_section(rows, title, out_dir, out_dir / suite / SUMMARY)
+            toc.insert(0, f"- [{md_text(title)}](#{_anchor(title)})")
     _drop_stale_plots(out_dir, plots)
     lines = [
         "# genbench leaderboards",
         "",
         "Written by `genbench publish` from the trial records of `genbench run`. Each row is one model trained "
         "under one compute budget on one dataset and scored with one evaluation protocol. Numbers are means over "
-        "seeds ± the half-width of a 95% Student-t interval (no ± with one seed); **bold** is the best mean in its "
-        "column among the models (↓ lower is better, ↑ higher is better); `real-heldout` is held-out real data "
-        "scored like a model, the floor a model can reach at these sample counts. *steps* is the number of "
-        "optimisation steps the budget bought.",
+        "seeds ± the half-width of a 95% Student-t interval (no ± with one seed); ↓ lower is better, ↑ higher is "
+        "better; `real-heldout` is held-out real data scored like a model, the floor a model can reach at these "
+        "sample counts. *steps* is the number of optimisation steps the budget bought (the rounded mean over "
+        "seeds).",
+        "",
+        LEGEND,
         "",
         "The tables show headline metrics; the CSV linked under each has every metric with its interval and "
         "each row's provenance: genbench, torch and torch-fidelity versions, git commit, device, budget used, "
@@ -695,6 +815,7 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
         "",
         *toc,
         "",
+        *summaries,
         *sections,
     ]
     readme = out_dir / "README.md"
@@ -702,12 +823,56 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
     return readme, plots
 
 
+# ----------------------------------------------------------------------------- summary across datasets
+
+SUMMARY = "summary.csv"
+SUMMARY_COLUMNS = (("suite", TEXT), ("model", TEXT), ("budget", TEXT), ("iqm", FLOAT), ("iqm_low", FLOAT),
+                   ("iqm_high", FLOAT), ("datasets", INT), ("of_datasets", INT), ("scores", INT),
+                   ("metrics", TEXT), ("left_out", TEXT))
+SUMMARY_TEXT = ("Interquartile mean (IQM: the mean of the middle 50%) of normalised scores over the suite's "
+                "datasets and seeds, with a 95% stratified-bootstrap interval (seeds resampled within each dataset, "
+                "2000 resamples; Agarwal et al. 2021). Each dataset is scored by its first metric among fid, hq_pct, "
+                "bpd, nll that two or more models report; a seed's score is (value − worst) / (anchor − worst), "
+                "oriented so higher is better, where worst is the worst model mean on that dataset and anchor is "
+                "`real-heldout` where the dataset has that row, else the best model mean: 1 = as good as held-out "
+                "real data (or the best model), 0 = the worst model. Flagged rows and marked cells are left out. "
+                "Models scored on fewer datasets than the others are not directly comparable: rows are ordered by the "
+                "number of datasets scored (*datasets*), then by IQM.")
+
+
+def write_summary(suite_dir: Path, datasets: dict[str, list[dict]], directions: dict[str, str]) -> list[dict]:
+    """``<suite>/summary.csv`` (see ``SUMMARY_TEXT``); removed where the suite no longer has two
+    datasets to summarise."""
+    rows = summary_rows(datasets, directions, REFERENCE_MODEL)
+    path = suite_dir / SUMMARY
+    if not rows:
+        if path.exists():
+            path.unlink()
+        return []
+    rows = [dict(r, suite=suite_dir.name) for r in rows]
+    cols = [c for c, _ in SUMMARY_COLUMNS]
+    _write_if_changed(path, Table(cols, dict(SUMMARY_COLUMNS), rows).to_csv())
+    return rows
+
+
+def _summary_section(rows: list[dict], title: str, out_dir: Path, path: Path) -> list[str]:
+    out = [f"## {md_text(title)}", "", SUMMARY_TEXT, "",
+           f"Table: [{md_text(path.name)}]({_link(out_dir, path)})", "",
+           "| model | budget | IQM [95% interval] | datasets | scored by |", "|:--|:--|--:|--:|:--|"]
+    for r in rows:
+        interval = f"{r['iqm']:.3f} [{r['iqm_low']:.3f}, {r['iqm_high']:.3f}]" if r["scores"] else ""
+        scored = r["metrics"] + (f"; left out: {r['left_out']}" if r["left_out"] else "")
+        out.append(f"| {md_text(r['model'])} | {md_text(r['budget'])} | {interval} | "
+                   f"{r['datasets']}/{r['of_datasets']} | {md_text(scored, 300)} |")
+    return out + [""]
+
+
 def _link(out_dir: Path, path: Path) -> str:
     return quote(path.relative_to(out_dir).as_posix())
 
 
 def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_path: Path, curves: list[Path],
-             directions: dict[str, str]) -> list[str]:
+             directions: dict[str, str], seeds: dict[tuple, dict[str, list[float]]] | None = None) -> list[str]:
     rows = table.rows
     reference = [r for r in rows if r["model"] == REFERENCE_MODEL]
     models = [r for r in rows if r["model"] != REFERENCE_MODEL]
@@ -720,7 +885,7 @@ def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_p
         metrics = headline(table, shown)
         if budgets:
             out += [f"### budget {md_text(text)} ({BUDGET_UNITS.get(kind, kind)})", ""]
-        out += markdown_table(shown, metrics, directions) + [""]
+        out += markdown_table(shown, metrics, directions, seeds) + [""]
         failed = [r for r in shown if r.get("reason")]
         if failed:
             out += ["Failed trials:", ""]
@@ -733,9 +898,8 @@ def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_p
                 chunk = grids[start:start + 4]
                 out.append("| " + " | ".join(md_text(r["model"]) for r in chunk) + " |")
                 out.append("|" + "|".join([":-:"] * len(chunk)) + "|")
-                out.append("| " + " | ".join(
-                    f'<img src="{_link(out_dir, board_path.parent / r["samples"])}" width="200" '
-                    f'alt="samples of {md_text(r["model"])}">' for r in chunk) + " |")
+                out.append("| " + " | ".join(_thumbnail(out_dir, board_path.parent / r["samples"], r["model"])
+                                             for r in chunk) + " |")
                 out.append("")
     if curves:
         out += ["### budget curves", ""]
@@ -743,6 +907,16 @@ def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_p
         out.append("")
     out += _provenance(rows) + [""]
     return out
+
+
+def _thumbnail(out_dir: Path, png: Path, model: str) -> str:
+    """A sample picture at its own size up to ``THUMB`` pixels wide (pixel blocks stay sharp where it
+    is not scaled), linked to the full picture (input -> output panels are wider than a grid)."""
+    data = png.read_bytes()[:24]
+    native = int.from_bytes(data[16:20], "big") if data[:8] == b"\x89PNG\r\n\x1a\n" else THUMB
+    link = _link(out_dir, png)
+    return (f'<a href="{link}"><img src="{link}" width="{min(native, THUMB)}" '
+            f'alt="samples of {md_text(model)}"></a>')
 
 
 def _provenance(rows: list[dict]) -> list[str]:
@@ -759,8 +933,9 @@ def _provenance(rows: list[dict]) -> list[str]:
 
 def plot_budget_curves(table: Table, suite_dir: Path, directions: dict[str, str]) -> list[Path]:
     """One PNG per headline metric (and budget kind) where the file has two or more budgets: the
-    metric's mean against the budget (log scale) per model, with 95% intervals as error bars and
-    the real-data floor as a dashed line."""
+    metric's mean against the budget per model, with 95% intervals as error bars and the real-data
+    floor as a dashed line.  The budget axis is logarithmic where the budgets are spaced
+    geometrically (:func:`_geometric`), the metric axis where :func:`_log_y` says so."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -779,23 +954,33 @@ def plot_budget_curves(table: Table, suite_dir: Path, directions: dict[str, str]
             fig = Figure(figsize=(7.5, 4.2), dpi=100)
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
+            values = [r[metric] for r in at_kind if r.get(metric) is not None]
+            if reference is not None and reference.get(metric) is not None:
+                values.append(reference[metric])
+            log_y = _log_y(metric, values)
             for i, model in enumerate(sorted({r["model"] for r in at_kind})):
                 pts = sorted((r["budget_amount"], r[metric], r.get(f"{metric}_ci95") or 0.0, r["family"])
                              for r in at_kind if r["model"] == model and r.get(metric) is not None)
                 if not pts:
                     continue
                 xs, ys, es, fams = zip(*pts)
-                ax.errorbar(xs, ys, yerr=es, capsize=3, label=f"{model} ({fams[0]})", **_style(i))
+                # on a log axis a bar reaching zero or below would vanish: stop it just above zero
+                low = [min(e, 0.95 * y) for y, e in zip(ys, es)] if log_y else es
+                ax.errorbar(xs, ys, yerr=[low, es], capsize=3, label=f"{model} ({fams[0]})", **_style(i))
             if reference is not None and reference.get(metric) is not None:
                 ax.axhline(reference[metric], color="gray", linestyle="--", linewidth=1, label="real held-out")
-            ax.set_xscale("log")
+            log_x = _geometric(amounts)
+            ax.set_xscale("log" if log_x else "linear")
+            if log_y:
+                ax.set_yscale("log")
             labels = {r["budget_amount"]: r["budget"] for r in at_kind}
             ax.set_xticks(amounts)
             ax.set_xticklabels([labels[a] for a in amounts])
             ax.minorticks_off()
-            better = directions.get(metric)
-            ax.set_ylabel(metric + (f" ({better} is better)" if better else "") + ", mean ± 95% interval")
-            ax.set_xlabel(f"budget ({BUDGET_UNITS.get(kind, kind)}, log scale)")
+            better = direction_of(metric, directions)
+            said = [f"{better} is better"] * (better != "none") + ["log scale"] * log_y
+            ax.set_ylabel(metric + (f" ({', '.join(said)})" if said else "") + ", mean ± 95% interval")
+            ax.set_xlabel(f"budget ({BUDGET_UNITS.get(kind, kind)}" + (", log scale)" if log_x else ")"))
             ax.set_title(f"{table.rows[0]['dataset']}: {metric} against budget (suite {table.rows[0]['suite']})")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves
@@ -805,6 +990,25 @@ def plot_budget_curves(table: Table, suite_dir: Path, directions: dict[str, str]
             _write_bytes_if_changed(path, buf.getvalue())
             written.append(path)
     return written
+
+
+def _geometric(amounts: list[float]) -> bool:
+    """Whether budgets are spaced geometrically (10s, 30s, 90s) rather than evenly (10s, 20s, 30s):
+    their ratios vary less than their differences.  Two budgets: geometric when ten or more apart."""
+    if len(amounts) < 3:
+        return amounts[-1] >= 10 * amounts[0] > 0
+    if amounts[0] <= 0:
+        return False
+    diffs = [b - a for a, b in zip(amounts, amounts[1:])]
+    ratios = [b / a for a, b in zip(amounts, amounts[1:])]
+    return max(ratios) / min(ratios) < max(diffs) / min(diffs)
+
+
+def _log_y(metric: str, values: list[float]) -> bool:
+    vals = finite(values)
+    if not vals or min(vals) <= 0:
+        return False
+    return metric in LOG_Y or max(vals) >= 10 * min(vals)
 
 
 def _style(i: int) -> dict:

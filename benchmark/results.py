@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  # 2: held-out sample quality, model selection, CPU-time budgets
 REFERENCE_MODEL = "real-heldout"  # the floor row: held-out real data scored like a model
 
 
@@ -147,12 +147,30 @@ def latest_protocol(group: list[dict]) -> tuple[list[dict], int]:
     return kept, len(group) - len(kept)
 
 
-def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
+def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per model on ``dataset``: metric means with 95% intervals over seeds, status,
-    budget and its use, estimator and extractor names, versions."""
+    budget and its use (steps as the rounded mean: a step count is a whole number), estimator and
+    extractor names, versions; ``marks`` (column -> reason, JSON), ``warnings`` (JSON) and ``notes``
+    as :mod:`genbench.ranking` defines them.
+
+    ``df.attrs["bold"]`` maps each metric column to the row positions that are bold by the rules of
+    :func:`genbench.ranking.bold_cells` under ``directions`` (column -> "higher" | "lower" | "none")."""
+    from genbench.ranking import (
+        Entry,
+        bold_cells,
+        chance_marks,
+        dumps_marks,
+        dumps_warnings,
+        finite,
+        merge_marks,
+        notes_text,
+        seed_marks,
+        seed_warnings,
+    )
+
     recs = [r for r in records if r["dataset"] == dataset]
     cols = metric_columns(recs)
-    rows = []
+    rows, entries = [], []
 
     def budget_key(r):
         return r["budget"]["kind"], float(r["budget"]["amount"])
@@ -177,21 +195,30 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
         }
         for key in ("seconds", "steps", "flops"):
             row[f"used_{key}"] = ci95([r["used"][key] for r in ok])[0] if ok else math.nan
+        if ok and math.isfinite(row["used_steps"]):
+            row["used_steps"] = round(row["used_steps"])
         row["device"] = first.get("device", "")
         gaps = []
+        values = {}
         for c in cols:
-            values = [r["metrics"].get(c) for r in ok]
-            mean, half = ci95(values)
+            seeds = [r["metrics"].get(c) for r in ok]
+            mean, half = ci95(seeds)
             row[c], row[f"{c}_ci95"] = mean, half
-            finite = sum(v is not None and math.isfinite(v) for v in values)
-            if 0 < finite < len(ok):  # the mean covers fewer seeds than the seeds column says
-                gaps.append(f"{c}: {finite}/{len(ok)} seeds")
+            values[c] = finite(seeds)
+            if 0 < len(values[c]) < len(ok):  # the mean covers fewer seeds than the seeds column says
+                gaps.append(f"{c}: {len(values[c])}/{len(ok)} seeds")
         for r in ok:
             errors = sorted(r.get("metric_errors", {}).items())
             gaps.extend(f"{m} failed (seed {r['seed']}): {err}" for m, err in errors)
         if superseded:
             gaps.append(f"{superseded} older trial(s) with another config or profile left out")
-        row["notes"] = "; ".join(gaps)
+        marks = merge_marks(seed_marks((r["seed"], r.get("marks")) for r in ok),
+                            chance_marks({c: row[c] for c in cols}, directions))
+        found = seed_warnings((r["seed"], r.get("warnings")) for r in ok)
+        row["notes"] = notes_text(marks, found, gaps)
+        row["marks"], row["warnings"] = dumps_marks(marks), dumps_warnings(found)
+        entries.append(Entry(values, marks, found, contender=model != REFERENCE_MODEL and bool(ok)
+                             and first["status"] != "reference"))
         row["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in group if r["status"] == "failed")
         row["empty_cells"] = "; ".join(f"{m}: {why}" for m, why in sorted(first.get("not_applicable", {}).items()))
         row["estimators"] = json.dumps(first.get("estimators", {}), sort_keys=True)
@@ -201,7 +228,9 @@ def leaderboard(records: list[dict], dataset: str) -> pd.DataFrame:
         row["genbench_version"] = first["versions"]["genbench"]
         row["torch_version"] = first["versions"]["torch"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["bold"] = bold_cells(entries, cols, directions or {})
+    return df
 
 
 def trials_table(records: list[dict]) -> pd.DataFrame:
@@ -213,6 +242,8 @@ def trials_table(records: list[dict]) -> pd.DataFrame:
         row.update({"budget_kind": r["budget"]["kind"], "budget_amount": r["budget"]["amount"]})
         row.update({f"used_{k}": v for k, v in r.get("used", {}).items()})
         row.update(r.get("metrics", {}))
+        row["marks"] = json.dumps(r["marks"], sort_keys=True, ensure_ascii=False) if r.get("marks") else ""
+        row["warnings"] = json.dumps(r["warnings"], ensure_ascii=False) if r.get("warnings") else ""
         rows.append(row)
     return pd.DataFrame(rows)
 

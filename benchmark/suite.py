@@ -29,8 +29,8 @@ from genbench.errors import GenbenchError
 from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, trial_limits
 from genbench.manager import PluginManager
 from genbench.profiles import get_profile
-from genbench.results import load_records, trial_dir, write_leaderboards, write_record
 from genbench.reference import reference_record
+from genbench.results import load_records, trial_dir, write_leaderboards, write_record
 from genbench.runner import Trial, base_record, resolve_device
 
 

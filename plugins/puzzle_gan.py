@@ -368,9 +368,9 @@ class PatchCompletion(Metric):
     """Mask IoU and how unchanged the key patches come out (module docstring)."""
 
     name = "patch_completion"
-    columns = {"mask_iou": "higher", "mask_iou_chance": "higher", "patch_fidelity": "higher",
-               "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "higher",
-               "patch_fidelity_at_truth_chance": "higher"}
+    columns = {"mask_iou": "higher", "mask_iou_chance": "none", "patch_fidelity": "higher",
+               "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "none",
+               "patch_fidelity_at_truth_chance": "none"}
     needs = frozenset({Capability.PATCHES})
     data_kinds = frozenset({"image"})
 

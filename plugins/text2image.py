@@ -396,7 +396,7 @@ class CaptionAgreement(Metric):
     name = "caption_agreement"
     columns = {"caption_digit_accuracy": "higher", "caption_digit_accuracy_seen": "higher",
                "caption_digit_accuracy_unseen": "higher", "caption_weight_accuracy": "higher",
-               "caption_weight_accuracy_chance": "higher"}
+               "caption_weight_accuracy_chance": "none"}
     needs = frozenset({Capability.SAMPLE, Capability.CONDITIONAL})
     data_kinds = frozenset({"image"})
 

@@ -35,7 +35,7 @@ def test_leaderboard_csv_columns(run_dir):
     df = pd.read_csv(run_dir / "leaderboard-digits.csv")
     for col in ("model", "family", "budget_kind", "budget_amount", "used_seconds", "used_steps", "used_flops",
                 "device", "seeds", "status", "fid", "fid_ci95", "is", "kid", "precision", "recall", "estimators",
-                "extractor", "genbench_version", "torch_version", "empty_cells"):
+                "extractor", "genbench_version", "torch_version", "empty_cells", "notes", "marks", "warnings"):
         assert col in df.columns, col
     rows = df.set_index("model")
     assert set(rows.index) == {"vae", "gan", "planar-flow", "real-heldout"}
@@ -63,6 +63,9 @@ def test_rerun_skips_finished_trials_and_leaderboard_command(run_dir, capsys):
     assert main(["leaderboard", "--suite", "test", "--runs-dir", str(run_dir.parent)]) == 0
     out = capsys.readouterr().out
     assert "genbench leaderboard: digits" in out and "planar-flow" in out and "real-heldout" in out
+    # the caption says how bold is decided and what the marks mean; steps are whole numbers
+    assert "Welch's t-test" in out and "†" in out and "notes" in out
+    assert "10.0 " not in out
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -13,9 +13,9 @@ import genbench_plugins.text2image as t2i_mod
 from genbench.datasets import MNIST_SPEC
 from genbench.errors import GenbenchError
 from genbench.features import Extractor
+from genbench.grids import save_samples
 from genbench.metrics import EvalContext, held_out_condition
 from genbench.profiles import get_profile
-from genbench.grids import save_samples
 from genbench_plugins.puzzle_gan import (
     MASK_KEY,
     PATCHES_KEY,

@@ -1,6 +1,7 @@
 """Metrics: what they need, how they are computed, and the context they are computed in.
 
-A metric is an object with ``name``, ``columns`` (column -> "higher" or "lower" is better),
+A metric is an object with ``name``, ``columns`` (column -> "higher" or "lower" is better, or
+"none" for a column with no direction -- a chance level, a two-sided statistic -- never bold),
 ``needs`` (capabilities the model must declare), ``data_kinds``, ``estimator(profile)`` (a
 string naming the estimator and its settings, stored with every result) and ``compute(ctx)``
 returning ``{column: float}``.  The runner evaluates every registered metric that applies.
