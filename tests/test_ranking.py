@@ -31,7 +31,7 @@ from genbench.ranking import (
     stratified_bootstrap,
     summary_rows,
 )
-from genbench.results import REFERENCE_MODEL, leaderboard, write_leaderboards
+from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, leaderboard, write_leaderboards
 
 LOWER = {"fid": "lower", "acc": "higher", "acc_chance": "higher", "ct": "none"}
 
@@ -99,7 +99,7 @@ def test_a_metric_at_or_below_its_chance_level_is_marked():
 
 
 def record(model, seed, metrics, marks=None, warnings=None, status="ok", dataset="d"):
-    return {"schema": 1, "suite": "s", "dataset": dataset, "model": model, "family": "F", "seed": seed,
+    return {"schema": RECORD_SCHEMA, "suite": "s", "dataset": dataset, "model": model, "family": "F", "seed": seed,
             "status": status, "reason": None, "profile": "quick", "config": {"a": 1}, "config_hash": f"{model}-h",
             "budget": {"kind": "steps", "amount": 10.0, "text": "10steps"},
             "used": {"seconds": 1.0, "steps": 10 + seed, "flops": 5.0}, "metrics": metrics,
