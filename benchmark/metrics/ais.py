@@ -19,6 +19,12 @@ gives an unbiased estimate of 1/p(x): a stochastic *upper* bound on log p(x).  T
 forward (lower) and reverse (upper) estimates bounds the error of the forward AIS estimate on such
 data; a small gap says the chain settings are adequate.
 
+The number of intermediate distributions grows with the data dimension (:func:`scaled_steps`), and
+every estimate carries its diagnostics (:func:`diagnose_ais`): the BDMC gap, the acceptance rate and,
+for models with an encoder, AIS minus IWAE on the same points -- both are stochastic lower bounds of
+log p(x), and AIS with enough steps is not below IWAE.  An estimate that fails them is marked with the
+reason, and the posterior-gap metric does not take it as its log p(x).
+
 GANs have no observation model; they are scored as Wu et al. do, under p(x|z) = N(G(z), sigma^2 I),
 with sigma chosen from a small grid by the best AIS estimate on validation points
 (:func:`select_obs_sigma`; the chosen sigma is recorded with the result).
@@ -57,12 +63,30 @@ class AISSettings:
                 raise GenbenchError(f"AIS setting {name} must be at least 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> AISSettings:
-        return cls(steps=profile.ais_steps, chains=profile.ais_chains, leapfrog=profile.ais_leapfrog,
-                   chunk_rows=profile.ais_chunk_rows)
+    def from_profile(cls, profile: Profile, data_dim: int | None = None) -> AISSettings:
+        """The profile's settings for data of ``data_dim`` dimensions (:func:`scaled_steps`)."""
+        return cls(steps=scaled_steps(profile, data_dim), chains=profile.ais_chains,
+                   leapfrog=profile.ais_leapfrog, chunk_rows=profile.ais_chunk_rows)
 
     def describe(self) -> str:
         return f"T={self.steps} sigmoidal, {self.chains} chains, HMC {self.leapfrog} leapfrog"
+
+
+def scaled_steps(profile: Profile, data_dim: int | None) -> int:
+    """Intermediate distributions for ``data_dim``-dimensional data: ``ais_steps`` at the profile's
+    reference dimension ``ais_ref_dim`` and proportionally more above it.  The log-likelihood
+    log p(x|z) is a sum over the D data dimensions, so its variance along the path -- and with it
+    the variance and bias of each annealing step's log weight -- grows with D; keeping the per-step
+    change (beta_t - beta_(t-1)) * log p(x|z) at the same scale needs T proportional to D (Wu et
+    al. 2017 use thousands of steps for MNIST's 784)."""
+    if data_dim is None or data_dim <= profile.ais_ref_dim:
+        return profile.ais_steps
+    return math.ceil(profile.ais_steps * data_dim / profile.ais_ref_dim)
+
+
+def describe_schedule(profile: Profile) -> str:
+    return (f"T = {profile.ais_steps} x max(1, D/{profile.ais_ref_dim}) sigmoidal steps for D data dimensions, "
+            f"{profile.ais_chains} chains, HMC {profile.ais_leapfrog} leapfrog")
 
 
 def sigmoid_schedule(steps: int, delta: float = SIGMOID_DELTA) -> torch.Tensor:
@@ -393,10 +417,14 @@ def chosen_obs_sigma(ctx: EvalContext) -> tuple[float | None, dict]:
     if "obs_sigma" not in ctx.memo:
         val = ctx.dataset.split("val")["x"][: ctx.profile.obs_sigma_val_points].cpu()  # CPU generator below
         x_val = ctx.dataset.spec.dequantize(val, generator=torch.Generator().manual_seed(4321)).to(ctx.device)
-        settings = AISSettings.from_profile(ctx.profile)
+        settings = settings_for(ctx)
         with seeded(ctx.seed + 11, ctx.device), evaluating(ctx.model):
             ctx.memo["obs_sigma"] = select_obs_sigma(ctx.model, x_val, ctx.profile.obs_sigma_grid, settings)
     return ctx.memo["obs_sigma"]
+
+
+def settings_for(ctx: EvalContext) -> AISSettings:
+    return AISSettings.from_profile(ctx.profile, ctx.dataset.spec.dim)
 
 
 def ais_on_test(ctx: EvalContext) -> AISResult:
@@ -406,16 +434,106 @@ def ais_on_test(ctx: EvalContext) -> AISResult:
     if key not in ctx.memo:
         x = likelihood_points(ctx)
         with seeded(ctx.seed + 7, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
-            ctx.memo[key] = ais_log_likelihood(ctx.model, x, AISSettings.from_profile(ctx.profile))
+            ctx.memo[key] = ais_log_likelihood(ctx.model, x, settings_for(ctx))
     return ctx.memo[key]
 
 
+def iwae_on_test(ctx: EvalContext):
+    """ELBO, IWAE and its effective sample size with K = ``iwae_k`` samples of the encoder on
+    :func:`likelihood_points` (memoised: the AIS diagnostics and the posterior gaps share them).
+    None for a model without an encoder."""
+    if not ctx.model.has(Capability.LATENT):
+        return None
+    from genbench.metrics.likelihood import iwae_bounds
+
+    sigma, _ = chosen_obs_sigma(ctx)
+    key = f"iwae:{ctx.profile.ais_points}:{ctx.profile.iwae_k}:{sigma}"
+    if key not in ctx.memo:
+        x = likelihood_points(ctx)
+        with seeded(ctx.seed + 23, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma), torch.no_grad():
+            ctx.memo[key] = iwae_bounds(ctx.model, x, ctx.profile.iwae_k, ctx.profile.iwae_chunk_rows)
+    return ctx.memo[key]
+
+
+def bdmc_on_simulated(ctx: EvalContext) -> BDMCResult | None:
+    """The BDMC check on ``bdmc_points`` simulated points (memoised); None when the profile skips it."""
+    if ctx.profile.bdmc_points <= 0:
+        return None
+    sigma, _ = chosen_obs_sigma(ctx)
+    key = f"bdmc:{ctx.profile.bdmc_points}:{sigma}"
+    if key not in ctx.memo:
+        with seeded(ctx.seed + 13, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
+            ctx.memo[key] = bdmc(ctx.model, ctx.profile.bdmc_points, settings_for(ctx))
+    return ctx.memo[key]
+
+
+# A converged AIS estimate is at least the IWAE bound of the same points (both are stochastic lower
+# bounds; AIS with enough steps approaches log p(x)).  It is taken to sit below IWAE when the mean
+# paired difference is below zero by more than BELOW_IWAE_Z standard errors (a one-sided test at
+# about 2.5%) and by more than BELOW_IWAE_NATS (a shortfall smaller than that changes no reading).
+BELOW_IWAE_Z, BELOW_IWAE_NATS = 2.0, 0.1
+# The BDMC gap bounds forward AIS's error on simulated data.  It is too large when it exceeds both
+# BDMC_GAP_NATS (Grosse et al. 2015 read a gap within about a nat as accurate) and the estimate's
+# own standard error over the test points: then the possible bias outweighs the reported error bar.
+BDMC_GAP_NATS = 1.0
+
+
+@dataclass
+class AISDiagnosis:
+    ais_minus_iwae: float | None  # mean over the points of AIS - IWAE (None without an encoder)
+    ais_minus_iwae_sem: float | None
+    bdmc_gap: float | None
+    reasons: list[str]
+
+    @property
+    def trusted(self) -> bool:
+        return not self.reasons
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def diagnose_ais(ctx: EvalContext) -> AISDiagnosis:
+    """AIS on the test points against IWAE on the same points, and the BDMC gap (memoised)."""
+    if "ais_diagnosis" in ctx.memo:
+        return ctx.memo["ais_diagnosis"]
+    result = ais_on_test(ctx)
+    settings = settings_for(ctx)
+    dim = ctx.dataset.spec.dim
+    ll = result.log_px
+    sem = float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
+    reasons = []
+    diff = diff_sem = None
+    bounds = iwae_on_test(ctx)
+    if bounds is not None:
+        d = ll - bounds.iwae
+        diff = float(d.mean())
+        diff_sem = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else 0.0
+        if diff < -max(BELOW_IWAE_Z * diff_sem, BELOW_IWAE_NATS):
+            reasons.append(f"AIS {-diff:.3g} nats below IWAE (K={bounds.k}) on the same points: annealing "
+                           f"too short ({settings.steps} steps) for {dim} dimensions")
+    check = bdmc_on_simulated(ctx)
+    gap = None if check is None else check.gap
+    if gap is not None and gap > max(BDMC_GAP_NATS, sem):
+        reasons.append(f"BDMC gap {gap:.3g} nats on data simulated from the model (above "
+                       f"{max(BDMC_GAP_NATS, sem):.2g}): AIS with {settings.steps} steps may sit that far below "
+                       f"log p(x)")
+    if not math.isfinite(float(ll.mean())):
+        reasons.append("AIS gave a non-finite estimate (diverged chains)")
+    ctx.memo["ais_diagnosis"] = AISDiagnosis(diff, diff_sem, gap, reasons)
+    return ctx.memo["ais_diagnosis"]
+
+
 class AISLikelihood(Metric):
-    """log p(x) by AIS for every model with a decoder and a prior, plus the BDMC gap."""
+    """log p(x) by AIS for every model with a decoder and a prior, with its diagnostics: the BDMC gap,
+    the acceptance rate and, for models with an encoder, its position relative to IWAE."""
 
     name = "ais"
     columns = {"ais": "higher", "ais_sem": "lower", "ais_bpd": "lower", "bdmc_gap": "lower"}
-    # also reported: obs_sigma (the chosen sigma of a Gaussian observation model) and ais_accept
+    # also reported: obs_sigma (the chosen sigma of a Gaussian observation model), ais_accept,
+    # ais_steps and, with an encoder, ais_minus_iwae (mean over the points) and its standard error
+    marked_with_ais = ("ais", "ais_sem", "ais_bpd")
 
     def applies(self, model_cls, dataset):
         caps = set(model_cls.capabilities)
@@ -424,24 +542,30 @@ class AISLikelihood(Metric):
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile: Profile) -> str:
-        s = AISSettings.from_profile(profile)
-        return (f"AIS (Wu et al. 2017): {s.describe()}, step sizes from a pilot chain per point adapted to "
-                f"accept {TARGET_ACCEPT}, "
-                f"on {profile.ais_points} dequantised test points; BDMC gap (Grosse et al. 2015) on "
-                f"{profile.bdmc_points} simulated points; a decoder with config.obs_sigma is scored under "
-                f"N(G(z), sigma^2 I), sigma in {list(profile.obs_sigma_grid)} chosen by AIS on "
-                f"{profile.obs_sigma_val_points} validation points")
+        return (f"AIS (Wu et al. 2017): {describe_schedule(profile)}, step sizes from a pilot chain per point "
+                f"adapted to accept {TARGET_ACCEPT}, on {profile.ais_points} dequantised test points; BDMC gap "
+                f"(Grosse et al. 2015) on {profile.bdmc_points} simulated points; a decoder with config.obs_sigma "
+                f"is scored under N(G(z), sigma^2 I), sigma in {list(profile.obs_sigma_grid)} chosen by AIS on "
+                f"{profile.obs_sigma_val_points} validation points; marked when below IWAE (K={profile.iwae_k}, "
+                f"same points) by more than max({BELOW_IWAE_Z:g} SE, {BELOW_IWAE_NATS:g} nats) or when the BDMC gap "
+                f"exceeds max({BDMC_GAP_NATS:g} nat, its SE)")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         sigma, _ = chosen_obs_sigma(ctx)
         result = ais_on_test(ctx)
         ll = result.log_px
         out = {"ais": float(ll.mean()), "ais_sem": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else 0.0,
-               "ais_bpd": ctx.dataset.spec.bits_per_dim(-ll.mean()), "ais_accept": result.accept_rate}
-        if ctx.profile.bdmc_points > 0:
-            settings = AISSettings.from_profile(ctx.profile)
-            with seeded(ctx.seed + 13, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
-                out["bdmc_gap"] = bdmc(ctx.model, ctx.profile.bdmc_points, settings).gap
+               "ais_bpd": ctx.dataset.spec.bits_per_dim(-ll.mean()), "ais_accept": result.accept_rate,
+               "ais_steps": float(settings_for(ctx).steps)}
+        diagnosis = diagnose_ais(ctx)
+        if diagnosis.bdmc_gap is not None:
+            out["bdmc_gap"] = diagnosis.bdmc_gap
+        if diagnosis.ais_minus_iwae is not None:
+            out["ais_minus_iwae"] = diagnosis.ais_minus_iwae
+            out["ais_minus_iwae_sem"] = diagnosis.ais_minus_iwae_sem
+        if not diagnosis.trusted:
+            for column in self.marked_with_ais:
+                ctx.mark(column, diagnosis.reason)
         if sigma is not None:
             out["obs_sigma"] = sigma
         return out

@@ -8,6 +8,7 @@ for every family, see ``DataSpec.dequantize``), reported in nats per example and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -63,23 +64,43 @@ def log_weights(model: GenerativeModel, x: torch.Tensor, k: int) -> torch.Tensor
     return log_px_z + model.prior().log_prob(z) - log_q
 
 
+@dataclass
+class IWAEResult:
+    """Per point, float64 on the CPU: the ELBO (Monte Carlo mean of the k log weights), the IWAE
+    bound log (1/k) sum_k w_k, and the effective sample size (sum w)^2 / sum w^2 of the weights."""
+
+    elbo: torch.Tensor
+    iwae: torch.Tensor
+    ess: torch.Tensor
+    k: int
+
+
 @torch.no_grad()
-def elbo_and_iwae(model: GenerativeModel, x: torch.Tensor, k: int,
-                  chunk_rows: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-point ELBO (Monte Carlo mean over the k samples) and IWAE bound log (1/k) sum_k w_k
-    (Burda et al. 2016).  Points are processed in chunks so that k * points stays <= chunk_rows;
-    a point whose k samples exceed chunk_rows is processed in sample chunks and combined with a
-    running logsumexp."""
-    elbos, iwaes = [], []
+def iwae_bounds(model: GenerativeModel, x: torch.Tensor, k: int, chunk_rows: int = 4000) -> IWAEResult:
+    """Per-point ELBO, IWAE bound (Burda et al. 2016) and effective sample size of the importance
+    weights (Kong 1992: ESS = (sum w)^2 / sum w^2, between 1 and k; k when q is the exact posterior,
+    since then every weight equals p(x)).  Points are processed in chunks so that k * points stays
+    <= chunk_rows; a point whose k samples exceed chunk_rows is processed in sample chunks and
+    combined with running logsumexps of w and of w^2."""
+    elbos, iwaes, esss = [], [], []
     per_chunk = max(1, chunk_rows // k)
     sample_chunk = min(k, chunk_rows)
     for xc in x.split(per_chunk):
-        lse, total = None, None
+        lse, lse2, total = None, None, None
         for start in range(0, k, sample_chunk):
             lw = log_weights(model, xc, min(sample_chunk, k - start)).double()
-            part_lse = torch.logsumexp(lw, 0)
-            lse = part_lse if lse is None else torch.logaddexp(lse, part_lse)
+            part, part2 = torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+            lse2 = part2 if lse2 is None else torch.logaddexp(lse2, part2)
             total = lw.sum(0) if total is None else total + lw.sum(0)
         elbos.append((total / k).cpu())
         iwaes.append((lse - math.log(k)).cpu())
-    return torch.cat(elbos), torch.cat(iwaes)
+        esss.append((2 * lse - lse2).exp().cpu())
+    return IWAEResult(torch.cat(elbos), torch.cat(iwaes), torch.cat(esss), k)
+
+
+def elbo_and_iwae(model: GenerativeModel, x: torch.Tensor, k: int,
+                  chunk_rows: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point ELBO and IWAE bound with k samples (see :func:`iwae_bounds`)."""
+    result = iwae_bounds(model, x, k, chunk_rows)
+    return result.elbo, result.iwae

@@ -6,12 +6,14 @@ Autoencoders", arXiv:1801.03558).  For a data point x with amortised posterior q
 * L[q]   -- the ELBO of the encoder's q (Monte Carlo mean over K samples);
 * L[q*]  -- the ELBO of a *local* fully factorised Gaussian q*(z) = N(mu, diag sigma^2) optimised for
   that point alone (initialised from the encoder's mean and std where it has them, batched over
-  points, Adam on the reparameterised ELBO with the Gaussian's entropy in closed form; when the
-  bound's relative change over a window falls below a tolerance the step shrinks tenfold, at the next
-  such plateau (or a step limit) the optimisation stops);
+  points, Adam on the reparameterised ELBO with the Gaussian's entropy in closed form; the step
+  shrinks whenever a window's gradients show no drift out of their Monte Carlo noise (a norm test),
+  and the fit has converged at the first such window at the smallest step -- or is reported as not
+  converged when its step limit comes first, and its columns are marked);
 * log p^(x) -- the best available estimate of log p(x): the largest of the IWAE bound with K samples
   of q, the IWAE bound with K samples of q* (a valid importance sampler too, and never below L[q*])
-  and AIS (:mod:`genbench.metrics.ais`), all averaged over the same points and all reported.
+  and AIS (:mod:`genbench.metrics.ais`) unless AIS failed its own diagnostics, all averaged over the
+  same points and all reported.  The effective sample size of IWAE's weights is reported beside it.
 
 approximation gap = log p^(x) - L[q*], amortization gap = L[q*] - L[q], inference gap = their sum =
 log p^(x) - L[q].  Every column of :class:`PosteriorGaps` is computed on the same test points.
@@ -31,28 +33,37 @@ import torch
 
 from genbench.errors import GenbenchError
 from genbench.metrics import EvalContext, Metric
-from genbench.metrics.ais import ais_on_test, chosen_obs_sigma, evaluating, likelihood_points, obs_sigma, seeded
-from genbench.metrics.likelihood import dequantized_test, elbo_and_iwae
+from genbench.metrics.ais import (
+    ais_on_test,
+    chosen_obs_sigma,
+    diagnose_ais,
+    evaluating,
+    iwae_on_test,
+    likelihood_points,
+    obs_sigma,
+    seeded,
+)
+from genbench.metrics.likelihood import IWAEResult, dequantized_test, iwae_bounds
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
 
-CHECK_EVERY = 25  # steps per window of the convergence test of q*
-LR_DECAYS, LR_DECAY_FACTOR = 1, 0.1  # on a plateau the step shrinks this often by this factor, then q* stops
+CHECK_EVERY = 50  # steps per window of the convergence test of q*
+PLATEAU_Z = 3.0  # a gradient drift statistic within this many standard deviations of pure noise: a plateau
+LR_DECAYS, LR_DECAY_FACTOR = 3, 0.3  # at a plateau the step shrinks this often by this factor; the next one stops
 LOG_SCALE_RANGE = (-12.0, 5.0)  # keeps q*'s scales finite where a point's likelihood is flat or spiky
 
 
 @dataclass(frozen=True)
 class QStarSettings:
-    steps: int = 300
+    steps: int = 2000
     samples: int = 4
-    lr: float = 1e-2
-    tol: float = 1e-3
+    lr: float = 5e-2  # the initial step; it shrinks at each plateau
     chunk_rows: int = 4000  # decoder rows per step (points x samples)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> QStarSettings:
         return cls(steps=profile.qstar_steps, samples=profile.qstar_samples, lr=profile.qstar_lr,
-                   tol=profile.qstar_tol, chunk_rows=profile.iwae_chunk_rows)
+                   chunk_rows=profile.iwae_chunk_rows)
 
 
 def _decode_log_prob(model: GenerativeModel, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -87,18 +98,65 @@ def gaussian_elbo_terms(model: GenerativeModel, x: torch.Tensor, mean: torch.Ten
     return _decode_log_prob(model, z, x) + model.prior().log_prob(z) - log_q
 
 
+@dataclass
+class LocalFit:
+    """q* of each point of a batch, and how its optimisation ended."""
+
+    mean: torch.Tensor
+    log_std: torch.Tensor
+    steps: int
+    converged: bool  # the bound stopped improving at the smallest step size, within the step limit
+    last_gain: float  # change of the window-mean bound (nats per point) at the last check
+    drift: float  # the last window's gradient statistic (:func:`drift_statistic`) ...
+    drift_level: float  # ... and the level below which it counts as stationary
+
+
+def drift_statistic(grad_sum: torch.Tensor, grad_sq_sum: torch.Tensor, n: int) -> tuple[float, float]:
+    """The norm test of a window of ``n`` stochastic gradients (Byrd, Chin, Nocedal and Wu 2012):
+    per coordinate, the squared window-mean gradient over its squared standard error,
+    gbar^2 / (s^2 / n), averaged over the coordinates.  Where the expected gradient is zero (the
+    optimum: only Monte Carlo noise moves the iterate) each term is F(1, n-1)-distributed, with
+    mean (n-1)/(n-3); while the iterate still drifts the mean gradient stands out of the noise and
+    the average grows with the remaining distance.  Returns the statistic and the level that the
+    stationary average exceeds with probability about 0.1% (``PLATEAU_Z`` standard deviations of the
+    mean of independent F(1, n-1) terms)."""
+    mean = grad_sum / n
+    var = ((grad_sq_sum - n * mean**2) / (n - 1)).clamp_min(0)
+    live = var > 0  # coordinates the objective does not depend on (or clamped ones) carry no signal
+    p = int(live.sum())
+    if p == 0:
+        return 0.0, 0.0
+    stat = float((mean[live] ** 2 / (var[live] / n)).mean())
+    nu = n - 1
+    f_mean = nu / (nu - 2)
+    f_sd = math.sqrt(2 * nu**2 * (nu - 1) / ((nu - 2) ** 2 * (nu - 4)))
+    return stat, f_mean + PLATEAU_Z * f_sd / math.sqrt(p)
+
+
 def fit_local_posteriors(model: GenerativeModel, x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
-                         settings: QStarSettings) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Optimise a Gaussian q*(z) per point (all points of ``x`` at once); returns its mean, log std
-    and the number of steps taken.  The model's parameters are not touched."""
+                         settings: QStarSettings) -> LocalFit:
+    """Optimise a Gaussian q*(z) per point (all points of ``x`` at once).  The model's parameters
+    are not touched.
+
+    Adam on the reparameterised ELBO (closed-form entropy).  The ELBO itself is too noisy to tell a
+    slow climb from a plateau, so every ``CHECK_EVERY`` steps the window's gradients are tested
+    (:func:`drift_statistic`): while their mean stands out of their noise the iterate is still
+    moving toward the optimum.  At the first window without significant drift the iterate only
+    jitters at the scale of the step, so the step shrinks by ``LR_DECAY_FACTOR``; after
+    ``LR_DECAYS`` such shrinks, the next stationary window means convergence.  Running out of
+    ``settings.steps`` first is reported as not converged, with the last window's statistics.
+    """
     mu = mean.detach().clone().requires_grad_(True)
     ls = log_std.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([mu, ls], lr=settings.lr)
     d = mu.shape[-1]
     entropy_const = 0.5 * d * (1 + math.log(2 * math.pi))
-    window = torch.zeros((), dtype=torch.float64, device=mu.device)
+    trace = torch.zeros(CHECK_EVERY, dtype=torch.float64, device=mu.device)
+    g_sum = torch.zeros(2, *mu.shape, dtype=torch.float64, device=mu.device)
+    g_sq = torch.zeros_like(g_sum)
     previous = None
-    step = plateaus = 0
+    step = decays = 0
+    converged, gain, stat, level = False, math.nan, math.nan, math.nan
     with torch.enable_grad():
         for step in range(1, settings.steps + 1):
             ls_c = ls.clamp(*LOG_SCALE_RANGE)
@@ -108,22 +166,28 @@ def fit_local_posteriors(model: GenerativeModel, x: torch.Tensor, mean: torch.Te
             # closed-form entropy of the Gaussian: lower variance than a Monte Carlo log q
             elbo = log_joint.mean(0) + ls_c.sum(-1) + entropy_const
             grads = torch.autograd.grad(-elbo.sum(), [mu, ls])
-            for p, g in zip((mu, ls), grads):
+            for i, (p, g) in enumerate(zip((mu, ls), grads)):
                 p.grad = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+                g_sum[i] += p.grad.double()
+                g_sq[i] += p.grad.double() ** 2
             opt.step()
-            window += elbo.detach().double().mean()
-            if step % CHECK_EVERY == 0:
-                current = float(window) / CHECK_EVERY
-                window.zero_()
-                if previous is not None and abs(current - previous) <= settings.tol * max(abs(previous), 1.0):
-                    if plateaus == LR_DECAYS:
-                        break
-                    # at a plateau the iterate jitters at the scale of the step: shrink the step
-                    plateaus += 1
-                    for group in opt.param_groups:
-                        group["lr"] *= LR_DECAY_FACTOR
-                previous = current
-    return mu.detach(), ls.detach().clamp(*LOG_SCALE_RANGE), step
+            trace[(step - 1) % CHECK_EVERY] = elbo.detach().double().mean()
+            if step % CHECK_EVERY:
+                continue
+            window_mean = float(trace.mean())
+            gain = window_mean - previous if previous is not None else math.nan
+            previous = window_mean
+            stat, level = drift_statistic(g_sum, g_sq, CHECK_EVERY)
+            g_sum.zero_()
+            g_sq.zero_()
+            if stat <= level:
+                if decays == LR_DECAYS:
+                    converged = True
+                    break
+                decays += 1
+                for group in opt.param_groups:
+                    group["lr"] *= LR_DECAY_FACTOR
+    return LocalFit(mu.detach(), ls.detach().clamp(*LOG_SCALE_RANGE), step, converged, gain, stat, level)
 
 
 @torch.no_grad()
@@ -154,38 +218,53 @@ class GapResult:
     elbo_qstar: torch.Tensor  # L[q*] per point
     iwae_qstar: torch.Tensor  # IWAE bound with q* as the proposal, from the same samples as L[q*]
     qstar_steps: int
+    qstar_converged: bool = True  # every chunk's fit reached its final plateau within the step limit
+    qstar_last_gain: float = 0.0  # the largest last-window improvement over chunks (nats per point)
+    ais_trusted: bool = True  # False when the AIS estimate failed its diagnostics: not a candidate
+
+    def log_px_candidates(self) -> dict[str, float]:
+        candidates = {"iwae": float(self.iwae.mean()), "iwae_qstar": float(self.iwae_qstar.mean())}
+        if self.ais is not None and self.ais_trusted:
+            candidates["ais"] = float(self.ais.mean())
+        return candidates
 
     def columns(self) -> dict[str, float]:
         """Dataset-level numbers.  log p^(x) is the largest of the mean estimates (all stochastic lower
-        bounds): IWAE with q, IWAE with q* and AIS; a per-point maximum of noisy estimates would bias
-        it upward.  IWAE with q* is never below L[q*] (same samples, Jensen), so the approximation
-        gap is never negative."""
+        bounds): IWAE with q, IWAE with q* and AIS -- AIS only if its own diagnostics pass (an AIS
+        run that has not converged is no estimate to rely on, even where it is large); a per-point
+        maximum of noisy estimates would bias it upward.  IWAE with q* is never below L[q*] (same
+        samples, Jensen), so the approximation gap is never negative."""
         elbo, qstar = float(self.elbo.mean()), float(self.elbo_qstar.mean())
-        candidates = {"iwae": float(self.iwae.mean()), "iwae_qstar": float(self.iwae_qstar.mean())}
-        if self.ais is not None:
-            candidates["ais"] = float(self.ais.mean())
+        candidates = self.log_px_candidates()
         log_px = max(candidates.values())
-        return {"elbo": elbo, **candidates, "elbo_qstar": qstar, "log_px": log_px,
-                "approx_gap": log_px - qstar, "amort_gap": qstar - elbo, "inference_gap": log_px - elbo,
-                "qstar_steps": float(self.qstar_steps)}
+        out = {"elbo": elbo, **candidates, "elbo_qstar": qstar, "log_px": log_px,
+               "approx_gap": log_px - qstar, "amort_gap": qstar - elbo, "inference_gap": log_px - elbo,
+               "qstar_steps": float(self.qstar_steps), "qstar_converged": float(self.qstar_converged),
+               "qstar_last_gain": self.qstar_last_gain}
+        if self.ais is not None:
+            out["ais"] = float(self.ais.mean())
+        return out
 
 
 def posterior_gaps(model: GenerativeModel, x: torch.Tensor, k: int, settings: QStarSettings,
-                   ais: torch.Tensor | None = None) -> GapResult:
+                   ais: torch.Tensor | None = None, bounds: IWAEResult | None = None) -> GapResult:
     """L[q], IWAE (k samples), L[q*] (k samples of the optimised q*) on the points ``x``; ``ais`` is
-    an AIS estimate on the same points, if one was computed."""
-    elbo, iwae = elbo_and_iwae(model, x, k, settings.chunk_rows)
+    an AIS estimate on the same points, if one was computed; ``bounds`` the ELBO and IWAE of q on
+    them, if already computed."""
+    bounds = bounds or iwae_bounds(model, x, k, settings.chunk_rows)
     mean, log_std = encoder_moments(model, x)
     per_chunk = max(1, settings.chunk_rows // settings.samples)
-    qstar, qstar_iwae, steps = [], [], 0
+    qstar, qstar_iwae, steps, converged, last_gain = [], [], 0, True, -math.inf
     for xc, mc, lc in zip(x.split(per_chunk), mean.split(per_chunk), log_std.split(per_chunk)):
-        mu, ls, taken = fit_local_posteriors(model, xc, mc, lc, settings)
-        steps = max(steps, taken)
-        bound, iw = gaussian_bounds(model, xc, mu, ls, k, settings.chunk_rows)
+        fit = fit_local_posteriors(model, xc, mc, lc, settings)
+        steps, converged = max(steps, fit.steps), converged and fit.converged
+        last_gain = max(last_gain, fit.last_gain)
+        bound, iw = gaussian_bounds(model, xc, fit.mean, fit.log_std, k, settings.chunk_rows)
         qstar.append(bound)
         qstar_iwae.append(iw)
-    return GapResult(elbo=elbo, iwae=iwae, ais=ais, elbo_qstar=torch.cat(qstar), iwae_qstar=torch.cat(qstar_iwae),
-                     qstar_steps=steps)
+    return GapResult(elbo=bounds.elbo, iwae=bounds.iwae, ais=ais, elbo_qstar=torch.cat(qstar),
+                     iwae_qstar=torch.cat(qstar_iwae), qstar_steps=steps, qstar_converged=converged,
+                     qstar_last_gain=last_gain)
 
 
 class PosteriorGaps(Metric):
@@ -199,20 +278,38 @@ class PosteriorGaps(Metric):
 
     def estimator(self, profile: Profile) -> str:
         return (f"Cremer et al. 2018 on {profile.ais_points} dequantised test points: ELBO L[q] and IWAE with "
-                f"K={profile.iwae_k} samples; q* a diagonal Gaussian per point, init from the encoder, Adam "
-                f"lr={profile.qstar_lr}, {profile.qstar_samples} samples/step, <= {profile.qstar_steps} steps, "
-                f"tol {profile.qstar_tol}, L[q*] and IWAE(q*) with K={profile.iwae_k}; log p^(x) = max of mean "
-                f"IWAE(q), IWAE(q*), AIS (AIS of the 'ais' metric, same points)")
+                f"K={profile.iwae_k} samples (with the weights' effective sample size); q* a diagonal Gaussian "
+                f"per point, init from the encoder, Adam from lr={profile.qstar_lr}, {profile.qstar_samples} "
+                f"samples/step, the step shrinking x{LR_DECAY_FACTOR} {LR_DECAYS} times at windows of "
+                f"{CHECK_EVERY} steps whose gradients show no drift (norm test, {PLATEAU_Z:g} sd), converged at "
+                f"the next such window, <= {profile.qstar_steps} steps, L[q*] and IWAE(q*) with K={profile.iwae_k}; "
+                f"log p^(x) = max of mean IWAE(q), IWAE(q*), AIS (AIS of the 'ais' metric, same points; left out "
+                f"when its diagnostics fail)")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         sigma, _ = chosen_obs_sigma(ctx)
         ais = ais_on_test(ctx).log_px
+        diagnosis = diagnose_ais(ctx)
+        bounds = iwae_on_test(ctx)
         x = likelihood_points(ctx)
         settings = QStarSettings.from_profile(ctx.profile)
         with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
-            result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais)
+            result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais, bounds=bounds)
+        result.ais_trusted = diagnosis.trusted
         out = result.columns()
         out["iwae_bpd"] = ctx.dataset.spec.bits_per_dim(-result.iwae.mean())
+        out["iwae_ess"] = float(bounds.ess.mean())
+        out["iwae_ess_frac"] = out["iwae_ess"] / bounds.k
+        # IWAE is not marked for a small ESS: whatever the ESS, its value is an unbiased estimate of the
+        # K-sample bound it is labelled as, and a valid lower bound; how far that bound sits below log p(x)
+        # is what AIS (and ais_minus_iwae) measures.
+        if not diagnosis.trusted:
+            ctx.mark("ais", diagnosis.reason)  # reported here too, with the same reason
+        if not result.qstar_converged:
+            why = (f"q* not converged within {settings.steps} steps (its gradients still drift; last window's "
+                   f"bound changed {result.qstar_last_gain:.3g} nats per point)")
+            for column in ("elbo_qstar", "approx_gap", "amort_gap"):
+                ctx.mark(column, why)
         return out
 
 
