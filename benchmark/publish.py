@@ -671,7 +671,7 @@ def headline(table: Table, rows: list[dict]) -> list[str]:
 
 def best_values(rows: list[dict], metrics: list[str], directions: dict[str, str]) -> dict[str, float]:
     """Per metric with a direction ("higher" or "lower"), the best mean among the models' rows (the
-    reference row is the floor, not a contender; flagged rows and marked cells do not count); only
+    reference row is a level, not a contender; flagged rows and marked cells do not count); only
     where the rows differ (all tied: none is best)."""
     best = {}
     for m in metrics:
@@ -802,9 +802,11 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
         "Written by `genbench publish` from the trial records of `genbench run`. Each row is one model trained "
         "under one compute budget on one dataset and scored with one evaluation protocol. Numbers are means over "
         "seeds ± the half-width of a 95% Student-t interval (no ± with one seed); ↓ lower is better, ↑ higher is "
-        "better; `real-heldout` is held-out real data scored like a model, the floor a model can reach at these "
-        "sample counts. *steps* is the number of optimisation steps the budget bought (the rounded mean over "
-        "seeds).",
+        "better; `real-heldout` is held-out real data (the validation split) scored like a model against the "
+        "same test split: the level real data reaches at these sample counts, not a floor. Sample-quality "
+        "headline columns compare samples with the test split; each trial is evaluated at its "
+        "best-on-validation state. *steps* is the number of optimisation steps the budget bought (the "
+        "rounded mean over seeds).",
         "",
         LEGEND,
         "",
@@ -831,7 +833,7 @@ SUMMARY_COLUMNS = (("suite", TEXT), ("model", TEXT), ("budget", TEXT), ("iqm", F
                    ("metrics", TEXT), ("left_out", TEXT))
 SUMMARY_TEXT = ("Interquartile mean (IQM: the mean of the middle 50%) of normalised scores over the suite's "
                 "datasets and seeds, with a 95% stratified-bootstrap interval (seeds resampled within each dataset, "
-                "2000 resamples; Agarwal et al. 2021). Each dataset is scored by its first metric among fid, hq_pct, "
+                "2000 resamples; Agarwal et al. 2021). Each dataset is scored by its first metric among fid, mode_kl, "
                 "bpd, nll that two or more models report; a seed's score is (value − worst) / (anchor − worst), "
                 "oriented so higher is better, where worst is the worst model mean on that dataset and anchor is "
                 "`real-heldout` where the dataset has that row, else the best model mean: 1 = as good as held-out "
@@ -934,7 +936,7 @@ def _provenance(rows: list[dict]) -> list[str]:
 def plot_budget_curves(table: Table, suite_dir: Path, directions: dict[str, str]) -> list[Path]:
     """One PNG per headline metric (and budget kind) where the file has two or more budgets: the
     metric's mean against the budget per model, with 95% intervals as error bars and the real-data
-    floor as a dashed line.  The budget axis is logarithmic where the budgets are spaced
+    level as a dashed line.  The budget axis is logarithmic where the budgets are spaced
     geometrically (:func:`_geometric`), the metric axis where :func:`_log_y` says so."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

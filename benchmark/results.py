@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 RECORD_SCHEMA = 2  # 2: held-out sample quality, model selection, CPU-time budgets
-REFERENCE_MODEL = "real-heldout"  # the floor row: held-out real data scored like a model
+REFERENCE_MODEL = "real-heldout"  # the reference row: held-out real data scored like a model
 
 
 def atomic_write_text(path: Path, text: str) -> None:
