@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=float, default=0.25, metavar="FRACTION",
                    help="checkpoint each trial at this fraction of its budget (default 0.25; 0 = never)")
     r.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per trial (default: the cores, shared among --workers)")
+                   help="torch CPU threads per trial (default 1 on a CPU: a seconds budget counts the trial's CPU time "
+                        "and all its threads share it)")
 
     c = sub.add_parser("check", help="check that a model honours the contract (a micro-budget run)")
     c.add_argument("models", nargs="*", metavar="MODEL", help="model names (see `genbench list`)")

@@ -10,7 +10,7 @@ import torch
 
 from genbench.budget import Budget
 from genbench.cli import main
-from genbench.executors import STEP_BUDGET_TRAIN_LIMIT_S, ExecutorOptions, trial_limits
+from genbench.executors import STEP_BUDGET_TRAIN_LIMIT_S, ExecutorOptions, trial_limits, trial_threads
 from genbench.runner import Trial
 
 
@@ -216,3 +216,10 @@ def test_time_limits_follow_the_budget_and_the_flags():
     assert (custom.train_s, custom.eval_s, custom.setup_s) == (7, 11, 11)
     assert custom.for_phase("train") == (7, "--trial-timeout")
     assert custom.for_phase("eval") == (11, "--eval-timeout")
+
+
+def test_a_trial_on_the_cpu_gets_one_thread_unless_told():
+    """A seconds budget is CPU time: threads waiting on each other would be charged for it."""
+    assert trial_threads(ExecutorOptions(device="cpu")) == 1
+    assert trial_threads(ExecutorOptions(device="cpu", workers=1)) == 1
+    assert trial_threads(ExecutorOptions(device="cpu", threads=3)) == 3
