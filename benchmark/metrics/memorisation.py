@@ -216,7 +216,8 @@ def copy_finding(values: dict[str, float]) -> str | None:
     ct, auth = values[CT], values[AUTHENTICITY]
     if not (ct < CT_FLAG or auth < AUTHENTICITY_FLAG):
         return None
-    return (f"copies training data: C_T={ct:.1f}, authenticity {auth:.2f} (flagged when C_T < {CT_FLAG:g} "
+    ct_text = f"{ct:.1f}" if math.isfinite(ct) else "untestable (no cell holds enough samples)"
+    return (f"copies training data: C_T={ct_text}, authenticity {auth:.2f} (flagged when C_T < {CT_FLAG:g} "
             f"or authenticity < {AUTHENTICITY_FLAG:g}; nn_ratio {values[NN_RATIO]:.2f})")
 
 
