@@ -53,6 +53,7 @@ import torch
 from genbench.checkpoint import capture_rng, restore_rng
 from genbench.datasets import Dataset
 from genbench.metrics import draw_samples, evaluating, held_out_condition
+from genbench.metrics.posterior import mmd2_unbiased
 from genbench.model import Capability, GenerativeModel
 
 SELECT_EVERY = 0.1  # score at every 10% of the budget, and at its end
@@ -194,16 +195,9 @@ class ValidationFID(Criterion):
         return float(fid_statistics_to_metric(stats, self.reference, verbose=False)[KEY_METRIC_FID])
 
 
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidths: list[float]) -> float:
-    """Unbiased MMD^2 (Gretton et al. 2012) with a sum of Gaussian kernels."""
-    x, y = x.double(), y.double()
-    dxx, dyy, dxy = torch.cdist(x, x) ** 2, torch.cdist(y, y) ** 2, torch.cdist(x, y) ** 2
-    kxx = sum(torch.exp(-dxx / (2 * s * s)) for s in bandwidths)
-    kyy = sum(torch.exp(-dyy / (2 * s * s)) for s in bandwidths)
-    kxy = sum(torch.exp(-dxy / (2 * s * s)) for s in bandwidths)
-    n, m = len(x), len(y)
-    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+def gaussian_kernels(bandwidths: list[float]):
+    """A sum of Gaussian kernels exp(-|a - b|^2 / 2 s^2) over the ``bandwidths``."""
+    return lambda a, b: sum(torch.exp(-torch.cdist(a, b) ** 2 / (2 * s * s)) for s in bandwidths)
 
 
 class ValidationMMD(Criterion):
@@ -232,7 +226,7 @@ class ValidationMMD(Criterion):
         samples = draw_samples(model, self.n, torch.Generator().manual_seed(SCORE_SEED), None, self.device)
         if not torch.isfinite(samples).all():
             return math.nan
-        return mmd2_unbiased(samples.flatten(1), self.val, self.bandwidths)
+        return mmd2_unbiased(samples.flatten(1), self.val, gaussian_kernels(self.bandwidths))
 
 
 def choose_criterion(model_cls: type[GenerativeModel], dataset: Dataset,

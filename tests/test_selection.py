@@ -24,6 +24,7 @@ from genbench.selection import (
     ValidationMMD,
     ValidationNLL,
     choose_criterion,
+    gaussian_kernels,
     mmd2_unbiased,
     settings_for,
 )
@@ -176,9 +177,9 @@ def test_criteria_by_capability(manager, digits, ring8):
 def test_mmd_sees_a_collapsed_sampler(ring8):
     val = ring8.split("val")["x"][:300]
     spread = float(val.var(dim=0).mean().sqrt())
-    widths = [k * spread for k in ValidationMMD.SCALES]
-    same = mmd2_unbiased(ring8.split("train")["x"][:300], val, widths)
-    collapsed = mmd2_unbiased(ring8.modes[:1].repeat(300, 1) + 0.01 * torch.randn(300, 2), val, widths)
+    kernel = gaussian_kernels([k * spread for k in ValidationMMD.SCALES])
+    same = mmd2_unbiased(ring8.split("train")["x"][:300], val, kernel)
+    collapsed = mmd2_unbiased(ring8.modes[:1].repeat(300, 1) + 0.01 * torch.randn(300, 2), val, kernel)
     assert abs(same) < 0.05 and collapsed > 10 * max(abs(same), 1e-3)
 
 

@@ -322,10 +322,9 @@ def imq_kernel(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
     return c / (c + torch.cdist(a, b).pow(2))
 
 
-def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> float:
-    """Unbiased estimate of MMD^2 between samples ``x`` (n, d) and ``y`` (m, d) with the inverse
-    multiquadratic kernel k(a, b) = C / (C + |a - b|^2) summed over C = 2 d scale^2 s for s in
-    IMQ_SCALES (Tolstikhin et al. 2018); ``scale`` is the prior's standard deviation."""
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel) -> float:
+    """Unbiased estimate of MMD^2 (Gretton et al. 2012) between samples ``x`` (n, d) and ``y``
+    (m, d) under ``kernel(a, b)`` -> the (len(a), len(b)) kernel matrix."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise GenbenchError(f"MMD needs two sample matrices with the same width, got {tuple(x.shape)} "
                             f"and {tuple(y.shape)}")
@@ -333,14 +332,17 @@ def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> float:
     if n < 2 or m < 2:
         raise GenbenchError(f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}")
     x, y = x.double(), y.double()
-    d = x.shape[1]
-    total = 0.0
-    for s in IMQ_SCALES:
-        c = 2.0 * d * scale**2 * s
-        kxx, kyy, kxy = imq_kernel(x, x, c), imq_kernel(y, y, c), imq_kernel(x, y, c)
-        total += float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                       + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
-    return total
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> float:
+    """Unbiased MMD^2 with the inverse multiquadratic kernel k(a, b) = C / (C + |a - b|^2) summed
+    over C = 2 d scale^2 s for s in IMQ_SCALES (Tolstikhin et al. 2018); ``scale`` is the prior's
+    standard deviation."""
+    d = x.shape[-1]
+    return mmd2_unbiased(x, y, lambda a, b: sum(imq_kernel(a, b, 2.0 * d * scale**2 * s) for s in IMQ_SCALES))
 
 
 def has_codes(model_cls) -> bool:
