@@ -23,6 +23,7 @@ slow training (the counter intercepts every op), so the first step and every
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -58,6 +59,9 @@ class Budget:
         value, unit = float(m.group(1)), m.group(2)
         kind, scale = _UNITS[unit]
         amount = value * scale
+        if not math.isfinite(amount):
+            raise BudgetError(f"budget {text!r} is too large to be a number (it reads as infinite); "
+                              f"accepted forms: {ACCEPTED}")
         if amount <= 0:
             raise BudgetError(f"budget {text!r} must be positive; accepted forms: {ACCEPTED}")
         if kind == "steps" and amount != int(amount):

@@ -37,9 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--budgets", default=None, metavar="B1,B2,...",
                    help="run every trial at each of these budgets, e.g. 10s,30s,90s (for the budget curves "
                         "of `genbench publish`)")
-    r.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    r.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default 1, or each "
+                                                             "reproduction entry's own)")
     r.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="evaluation protocol")
-    r.add_argument("--suite", default=None, help="suite name (folder under the runs dir; default: the profile)")
+    r.add_argument("--suite", default=None,
+                   help="suite name (folder under the runs dir; default: the profile); `--suite repro` alone runs "
+                        "the reproduction suite: each family's published claim at its own budget")
     r.add_argument("--suite-file", default=None, help="TOML file with models, datasets, budget, seeds, profile")
     r.add_argument("--runs-dir", default=DEFAULT_RUNS)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -208,10 +211,14 @@ def cmd_list(manager: PluginManager, console: Console) -> None:
 
 
 def cmd_run(args, manager: PluginManager, console: Console) -> int:
+    from genbench.repro import REPRO_SUITE
     from genbench.suite import load_suite_file, plan_trials, run_suite, summary
 
+    check_run_args(args)
+    if args.suite == REPRO_SUITE and not (args.model or args.dataset or args.all or args.suite_file):
+        return cmd_repro(args, manager, console)
     models, datasets, budget_text = args.model, args.dataset, args.budget
-    seeds, profile, config = args.seeds, args.profile, {}
+    seeds, profile, config = (1 if args.seeds is None else args.seeds), args.profile, {}
     suite_name = args.suite
     if args.suite_file:
         spec = load_suite_file(args.suite_file)
@@ -222,16 +229,12 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
         profile = spec.get("profile", profile)
         config = spec.get("config", {})
         suite_name = suite_name or spec.get("name")
-    from genbench.executors import ExecutorOptions
 
-    options = ExecutorOptions(kind=args.executor, workers=args.workers, address=args.address, device=args.device,
-                              trial_timeout=args.trial_timeout, eval_timeout=args.eval_timeout,
-                              memory_limit_gb=args.memory_limit, checkpoint_every=args.checkpoint_every,
-                              plugin_files=tuple(args.plugin), threads=args.threads).validate()
+    options = executor_options(args)
     prof = get_profile(profile)
     if args.budgets and args.budget:
         raise GenbenchError("give --budget or --budgets (a comma-separated list), not both")
-    texts = args.budgets.split(",") if args.budgets else [budget_text or prof.budget]
+    texts = args.budgets.split(",") if args.budgets else [prof.budget if budget_text is None else budget_text]
     # one trial per distinct budget: "60s" and "1m" are the same budget
     budgets = list({(b.kind, b.amount): b for b in map(Budget.parse, filter(str.strip, texts))}.values())
     if not budgets:
@@ -255,6 +258,99 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
                      metric_directions(manager))
     console.print(summary(records))
     console.print(f"leaderboard CSVs: {Path(args.runs_dir) / suite}/leaderboard-*.csv")
+    return 0
+
+
+MAX_SEEDS = 1000  # more is a typo (a suite of that many trials per model would run for weeks)
+
+
+def check_device(name: str) -> str:
+    """auto | cpu | cuda | cuda:N, and a CUDA device only where one is present: checked before any
+    trial starts, so a typo costs one line instead of a suite of failed trials."""
+    import re
+
+    import torch
+
+    if name in ("auto", "cpu"):
+        return name
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not m:
+        raise GenbenchError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise GenbenchError(f"--device {name}: no CUDA device is available here; use --device cpu (or auto)")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise GenbenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                            f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return name
+
+
+def check_run_args(args) -> None:
+    """The flags of `genbench run` that no later step checks: device, runs folder, seed count, and
+    repeated --model/--dataset names (kept once: the same trial twice would share its files)."""
+    check_device(args.device)
+    runs = Path(args.runs_dir)
+    if runs.exists() and not runs.is_dir():
+        raise GenbenchError(f"--runs-dir {args.runs_dir!r} is a file, not a folder; give a folder "
+                            "(it is created if missing)")
+    if args.seeds is not None and args.seeds > MAX_SEEDS:
+        raise GenbenchError(f"--seeds {args.seeds} is more than {MAX_SEEDS}; give the number of seeds to run "
+                            "(each seed is one trial per model and dataset), e.g. --seeds 3")
+    if args.budget is not None and not args.budget.strip():
+        raise GenbenchError("--budget is empty; give e.g. --budget 30s, or leave the flag out for the profile's")
+    for name in ("model", "dataset"):
+        values = getattr(args, name)
+        if values:
+            setattr(args, name, list(dict.fromkeys(values)))
+
+
+def executor_options(args):
+    from genbench.executors import ExecutorOptions
+
+    return ExecutorOptions(kind=args.executor, workers=args.workers, address=args.address, device=args.device,
+                           trial_timeout=args.trial_timeout, eval_timeout=args.eval_timeout,
+                           memory_limit_gb=args.memory_limit, checkpoint_every=args.checkpoint_every,
+                           plugin_files=tuple(args.plugin), threads=args.threads).validate()
+
+
+def cmd_repro(args, manager: PluginManager, console: Console) -> int:
+    """`genbench run --suite repro`: every entry of the shipped reproduction file at its own budget and
+    seeds (``--seeds N`` overrides the seeds, e.g. 1 for a first look), then the paper-vs-genbench table."""
+    import dataclasses
+
+    from genbench.ranking import metric_directions
+    from genbench.repro import REPRO_FILE, REPRO_SUITE, claims_table, load_claims, plan_repro_trials, record_rows
+    from genbench.results import load_records
+    from genbench.suite import run_suite, summary
+
+    if args.budget or args.budgets:
+        raise GenbenchError("the reproduction suite runs each entry at its own budget (see genbench/repro.toml); "
+                            "drop --budget/--budgets, or name models with --model for a suite of your own")
+    claims = load_claims()
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise GenbenchError(f"--seeds must be at least 1, got {args.seeds}")
+        claims = [dataclasses.replace(c, seeds=args.seeds) for c in claims]
+    options = executor_options(args)
+    trials = plan_repro_trials(manager, claims, args.profile)
+    runs = Path(args.runs_dir)
+    console.print(f"[bold]genbench[/bold]: reproduction suite ({REPRO_FILE.name}): {len(claims)} claims, "
+                  f"{len(trials)} trials, profile {args.profile}, results in {runs / REPRO_SUITE}")
+    records = run_suite(manager, trials, runs, REPRO_SUITE, device=args.device, rerun=args.rerun,
+                        console=console, options=options)
+    everything = load_records(runs, REPRO_SUITE)
+    show_leaderboard(console, everything, sorted({t.dataset for t in trials}), metric_directions(manager))
+    families = {n: manager.models.get(n).family for n in manager.models}
+    table = Table(title="paper vs genbench", show_lines=False)
+    for col in ("family", "model", "dataset", "figure", "paper", "genbench", "verdict"):
+        table.add_column(col)
+    for r in claims_table(claims, record_rows(everything), families):
+        ours = "" if r["genbench"] is None else f"{r['genbench']:.4g}" + (
+            f" ± {r['genbench_ci95']:.2g}" if r["genbench_ci95"] is not None else "")
+        table.add_row(r["family"], r["model"], r["dataset"], r["figure"],
+                      "qualitative" if r["paper"] is None else f"{r['paper']:g}", ours, r["verdict"])
+    console.print(table)
+    console.print(summary(records))
     return 0
 
 
