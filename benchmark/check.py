@@ -76,6 +76,61 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
+IMAGE_RANGE_TOLERANCE = 1e-6  # image samples may overshoot [0, 1] by float rounding, no more
+
+
+def sample_violation(x, n: int, spec) -> tuple[str, str] | None:
+    """What is wrong with ``x`` as the output of ``sample(n)`` for data described by ``spec``, as
+    (what, fix), or None when it honours the contract: a tensor shaped ``(n, *spec.shape)``, of a
+    floating dtype, finite, and for image data within [0, 1] (``IMAGE_RANGE_TOLERANCE``).
+    ``genbench check`` and the evaluation of every trial use these same words."""
+    if not isinstance(x, torch.Tensor):
+        return f"sample returned {type(x).__name__}", "return a torch.Tensor"
+    want = (n, *spec.shape)
+    if tuple(x.shape) != want:
+        return (f"sample({n}) has shape {tuple(x.shape)}, expected {want}",
+                "return n samples shaped like the data: (n, *spec.shape)")
+    if not x.is_floating_point():
+        return f"sample dtype is {x.dtype}", "return floating-point samples (float32)"
+    if not _finite(x):
+        bad = int((~torch.isfinite(x)).sum())
+        return (f"samples contain NaN or infinity ({bad} of {x.numel()} values)",
+                "check the generator/decoder for overflow")
+    if spec.kind == "image" and x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -IMAGE_RANGE_TOLERANCE or hi > 1 + IMAGE_RANGE_TOLERANCE:
+            return (f"image samples range over [{lo:.3g}, {hi:.3g}]",
+                    "image samples live in [0, 1]: end the decoder with a sigmoid, or map tanh outputs by (x+1)/2")
+    return None
+
+
+def log_likelihood_violation(ll, n: int, allow_zero_density: bool = False) -> tuple[str, str] | None:
+    """What is wrong with ``ll`` as the output of ``log_likelihood`` on ``n`` points, as (what, fix),
+    or None: one log-density per point, shape ``(n,)``, floating, never NaN or +inf.  A value of
+    -inf says the model gives that point zero density; it is a violation unless
+    ``allow_zero_density`` (evaluation allows it and reports the infinite NLL with its count;
+    ``genbench check`` does not, since dequantised data must get a finite density to be trained on)."""
+    if not isinstance(ll, torch.Tensor) or tuple(ll.shape) != (n,):
+        return (f"log_likelihood of {n} points has shape {tuple(getattr(ll, 'shape', ()))}",
+                "return one log-density per example: shape (n,), summed over the data dimensions")
+    if not ll.is_floating_point():
+        return f"log_likelihood dtype is {ll.dtype}", "return floating-point log-densities"
+    bad = torch.isnan(ll) | (ll == math.inf)
+    if not allow_zero_density:
+        bad |= ll == -math.inf
+    if bool(bad.any()):
+        kinds = [name for name, mask in (("NaN", torch.isnan(ll)), ("+inf", ll == math.inf),
+                                         ("-inf", ll == -math.inf)) if bool((mask & bad).any())]
+        return (f"log_likelihood is {' / '.join(kinds)} on {int(bad.sum())} of {n} test points",
+                "clamp log-scales / use log-sum-exp; dequantised test points must get finite density")
+    return None
+
+
+def _require_none(problem: tuple[str, str] | None) -> None:
+    if problem is not None:
+        raise CheckFailed(*problem)
+
+
 def _brief(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) < 300 else text[:297] + "..."
@@ -192,16 +247,7 @@ class ModelChecker:
     def check_sample(self) -> str:
         model = self.trained
         x = self.samples(model)
-        _require(isinstance(x, torch.Tensor), f"sample returned {type(x).__name__}", "return a torch.Tensor")
-        want = (SAMPLE_N, *self.spec.shape)
-        _require(tuple(x.shape) == want, f"sample({SAMPLE_N}) has shape {tuple(x.shape)}, expected {want}",
-                 "return n samples shaped like the data: (n, *spec.shape)")
-        _require(x.is_floating_point(), f"sample dtype is {x.dtype}", "return floating-point samples (float32)")
-        _require(_finite(x), "samples contain NaN or infinity", "check the generator/decoder for overflow")
-        if self.spec.kind == "image":
-            lo, hi = float(x.min()), float(x.max())
-            _require(lo >= -1e-6 and hi <= 1 + 1e-6, f"image samples range over [{lo:.3g}, {hi:.3g}]",
-                     "image samples live in [0, 1]: end the decoder with a sigmoid, or map tanh outputs by (x+1)/2")
+        _require_none(sample_violation(x, SAMPLE_N, self.spec))
         one = self.samples(model, n=1)
         _require(tuple(one.shape) == (1, *self.spec.shape), f"sample(1) has shape {tuple(one.shape)}",
                  "honour n for every n, including 1")
@@ -222,12 +268,7 @@ class ModelChecker:
             if Capability.LOG_LIKELIHOOD in caps:
                 _require(_overridden(self.cls, "log_likelihood"), "declares log_likelihood but does not implement it",
                          "implement log_likelihood(x) or drop Capability.LOG_LIKELIHOOD")
-                ll = model.log_likelihood(x)
-                _require(isinstance(ll, torch.Tensor) and tuple(ll.shape) == (n,),
-                         f"log_likelihood of {n} points has shape {tuple(getattr(ll, 'shape', ()))}",
-                         "return one log-density per example: shape (n,), summed over the data dimensions")
-                _require(_finite(ll), "log_likelihood is not finite on test points",
-                         "clamp log-scales / use log-sum-exp; dequantised test points must get finite density")
+                _require_none(log_likelihood_violation(model.log_likelihood(x), n))
                 notes.append("log_likelihood (n,)")
             elif _overridden(self.cls, "log_likelihood"):
                 notes.append("log_likelihood implemented but LOG_LIKELIHOOD not declared: metrics skip it")

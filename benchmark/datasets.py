@@ -71,6 +71,17 @@ class DatasetEntry:
     in_default_suite: bool = True  # part of `genbench run --all` without extra flags
 
 
+def check_dataset_names(entry, check_name) -> str:
+    """The registered name of ``entry`` after checking it and its spec's name with ``check_name``
+    (:func:`genbench.manager.check_name`): both name files (records, reference rows, samples)."""
+    owner = f"dataset entry {entry.name!r}" if isinstance(entry.name, str) else "a dataset entry"
+    check_name("dataset", entry.name, owner)
+    spec_name = getattr(getattr(entry, "spec", None), "name", None)
+    if spec_name is not None and spec_name != entry.name:
+        check_name("dataset", spec_name, f"the spec of {owner}")
+    return entry.name
+
+
 # --- digits -----------------------------------------------------------------------------------
 
 DIGITS_LEVELS = 17  # pixel values are integers 0..16

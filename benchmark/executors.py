@@ -28,6 +28,17 @@ Three executors run the same :func:`genbench.runner.perform_trial`:
     processes, so no address-space cap is set there: Ray's own memory monitor stops a task that
     exhausts the node, and the trial is recorded as "out of memory".
 
+Every trial starts clean, whichever executor runs it (:func:`clean_trial`): torch's thread count
+and the random number generators (torch, Python, NumPy) are reset, and environment variables and
+the working directory a trial changed are restored; child processes a trial leaves running are
+ended when it ends (a local worker is its own process group and a subreaper, so the runner also
+ends what a killed worker left behind).  A worker's log (its stdout and stderr) is capped
+(``LOG_CAP_BYTES``): past the cap its last ``LOG_TAIL_BYTES`` are kept in ``worker-N.log.1`` and the
+log starts again, so a model that prints without end cannot fill the disk.  A failure reason names
+its cause: the exception and the innermost frame of the model's code (the failing statement when
+the exception has no message), what ended a worker process (a signal, ``os._exit``, the last line
+it wrote), and a model that calls ``sys.exit`` fails its trial instead of ending the worker.
+
 Time limits are per phase of a trial: *setup* (loading data, building the model, reading a
 checkpoint) and *evaluation* get the evaluation allowance (``--eval-timeout``, by default by
 profile); *training* gets ``--trial-timeout``, by default derived from the budget (1.5 x a time
@@ -38,18 +49,24 @@ advance).  The Ray executor cannot see phases and applies their sum to the whole
 from __future__ import annotations
 
 import collections
+import datetime as _dt
 import faulthandler
 import gc
 import hashlib
 import math
 import multiprocessing as mp
 import os
+import random
+import re
 import signal
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -66,6 +83,9 @@ EVAL_ALLOWANCE_S = {"test": 600.0, "quick": 1800.0, "standard": 12 * 3600.0}
 DEFAULT_EVAL_ALLOWANCE_S = 3600.0
 DEFAULT_MEMORY_LIMIT_GB = 8.0
 PROGRESS_INTERVAL_S = 0.25  # how often a worker reports training progress
+LOG_CAP_BYTES = 64 * 2**20  # a worker log past this size is rotated (its tail kept in worker-N.log.1)
+LOG_TAIL_BYTES = 1 * 2**20  # what a rotation keeps, and what a failure reason reads back
+LOG_CHECK_S = 0.1  # how often a worker looks at the size of its log
 
 
 def trial_threads(options: ExecutorOptions) -> int | None:
@@ -199,18 +219,180 @@ def _no_events(job, kind, value) -> None:
     return None
 
 
+# --- a clean start for every trial, and failure reasons that name the cause --------------------
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """The process ids below ``pid`` (default: this process), read from /proc; empty elsewhere."""
+    root = os.getpid() if pid is None else pid
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # after "pid (comm) state"
+        except (OSError, ValueError, IndexError):
+            continue
+        children[ppid].append(int(name))
+    out, todo = [], list(children.get(root, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def end_processes(pids: list[int], wait_s: float = 2.0) -> None:
+    """SIGKILL ``pids`` and reap those that are (or become, through the subreaper) this process's children."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    left, deadline = set(pids), time.monotonic() + wait_s
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours (its own parent reaps it) or already reaped
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.02)
+
+
+def reset_trial_state(seed: int, threads: int) -> None:
+    """What one trial may change and the next must not inherit: torch's thread count, the global
+    random number generators (torch, Python, NumPy), autograd mode and torch's default dtype."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)  # also every CUDA device's generator
+    random.seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    torch.set_grad_enabled(True)
+    torch.set_default_dtype(torch.float32)
+
+
+@contextmanager
+def clean_trial(seed: int, threads: int) -> Iterator[None]:
+    """Run one trial from a clean state (:func:`reset_trial_state`) and leave none of it behind:
+    processes it started and left running are ended, and the environment variables, working
+    directory and thread count it changed are restored."""
+    env, cwd = dict(os.environ), os.getcwd()
+    before = set(descendants())
+    reset_trial_state(seed, threads)
+    try:
+        yield
+    finally:
+        left = [pid for pid in descendants() if pid not in before]
+        if left:
+            print(f"--- ending {len(left)} process(es) the trial left running: {left}", flush=True)
+            end_processes(left)
+        torch.set_num_threads(threads)
+        if dict(os.environ) != env:
+            os.environ.clear()
+            os.environ.update(env)
+        try:
+            os.chdir(cwd)
+        except OSError:
+            pass
+
+
+_FRAME = re.compile(r'^\s*File "(?P<path>.+)", line (?P<line>\d+), in (?P<func>.+)$')
+_LIBRARY_DIRS = tuple(str(Path(d).resolve()) for d in (
+    Path(torch.__file__).parent, Path(__file__).parent, sysconfig.get_paths()["stdlib"]))
+
+
+def _is_library(path: str) -> bool:
+    try:
+        resolved = str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return False
+    return resolved.startswith(_LIBRARY_DIRS)
+
+
+def failing_frame(tb_text: str) -> tuple[str, str] | None:
+    """("func (file.py:line)", source line) of the innermost frame of the final exception in a
+    formatted traceback that is the model's own (not torch's, genbench's or the standard
+    library's); None when there is none."""
+    lines = (tb_text or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    lines = lines[starts[-1] + 1 :] if starts else lines
+    for i in range(len(lines) - 1, -1, -1):
+        m = _FRAME.match(lines[i])
+        if m and not _is_library(m["path"]):
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            src = nxt.strip() if nxt.startswith("    ") and not _FRAME.match(nxt) else ""
+            return f"{m['func']} ({Path(m['path']).name}:{m['line']})", src
+    return None
+
+
+def name_the_cause(record: dict) -> dict:
+    """Make a failed record's reason name its cause.  A contract violation is its own one line
+    (no class name, no traceback); another exception gets the innermost frame of the model's code,
+    and an exception without a message (a bare ``assert``) the failing statement too."""
+    from genbench.metrics import ContractViolation
+
+    reason = record.get("reason")
+    if record.get("status") != "failed" or record.get("fault") != "exception" or not isinstance(reason, str):
+        return record
+    prefix = f"{ContractViolation.__name__}: "
+    if reason.startswith(prefix):
+        record["reason"] = reason[len(prefix):]
+        record.pop("traceback", None)
+        return record
+    frame = failing_frame(record.get("traceback", ""))
+    if frame is None:
+        return record
+    where, src = frame
+    kind, _, message = reason.partition(":")
+    if not message.strip():  # e.g. "AssertionError: ": say which statement raised it
+        record["reason"] = f"{kind} (no message) in {where}" + (f": {src}" if src else "")
+    elif where not in reason:
+        record["reason"] = f"{reason} (in {where})"[:2000]
+    return record
+
+
+def exit_record(job: TrialJob, manager, device, exc: SystemExit) -> dict:
+    """The failed record of a trial whose model called ``sys.exit`` (which would end the worker)."""
+    from genbench.runner import base_record
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if not _is_library(f.filename)] or frames
+    where = f" in {own[-1].name} ({Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
+    record = base_record(job.trial, manager.models.get(job.trial.model), manager, job.suite, device)
+    record.update(fault="exception",
+                  reason=f"SystemExit({exc.code!r}){where}: the model tried to end the process; "
+                         "raise an exception instead",
+                  traceback="".join(traceback.format_exception(exc, limit=-6)),
+                  finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return record
+
+
 # --- what runs in a worker ------------------------------------------------------------------
 
 
 class WorkerRuntime:
     """A process's plugin manager and datasets, kept across the trials it runs."""
 
-    def __init__(self, plugin_files: tuple[str, ...], device: str, manager=None):
+    def __init__(self, plugin_files: tuple[str, ...], device: str, manager=None, threads: int | None = None):
         from genbench.manager import PluginManager
 
         self.manager = manager if manager is not None else PluginManager(plugin_files=plugin_files)
         self.device = resolve_device(device)
         self.datasets: dict = {}
+        self.threads = threads or torch.get_num_threads()  # every trial starts with these
 
     def dataset(self, name: str):
         if name not in self.datasets:
@@ -226,11 +408,16 @@ class WorkerRuntime:
                 last[0] = now
                 emit(job, "progress", (frac, {k: float(v) for k, v in list(losses.items())[:3]}))
 
-        record = perform_trial(
-            job.trial, self.manager, self.dataset, self.device, out_dir, job.suite,
-            checkpoint_dir=job.suite_dir, checkpoint_every=job.checkpoint_every,
-            on_phase=lambda phase: emit(job, "phase", phase), on_train=on_train,
-            on_metric=lambda name: emit(job, "metric", name))
+        with clean_trial(job.trial.seed, job.threads or self.threads):
+            try:
+                record = perform_trial(
+                    job.trial, self.manager, self.dataset, self.device, out_dir, job.suite,
+                    checkpoint_dir=job.suite_dir, checkpoint_every=job.checkpoint_every,
+                    on_phase=lambda phase: emit(job, "phase", phase), on_train=on_train,
+                    on_metric=lambda name: emit(job, "metric", name))
+            except SystemExit as exc:  # sys.exit in a model ends its trial, not the process
+                record = exit_record(job, self.manager, self.device, exc)
+        name_the_cause(record)
         record["command"] = job.command
         return record
 
@@ -257,6 +444,73 @@ def _die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the runner died before the signal was armed
         os._exit(1)
     threading.Thread(target=watch, name="genbench-parent-watch", daemon=True).start()
+
+
+def _own_descendants() -> None:
+    """Make this worker its own process group (so the runner can end it with everything it started,
+    :meth:`_Worker.kill`) and, on Linux, a subreaper (orphaned grandchildren become its children, so
+    :func:`clean_trial` finds and ends them)."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_child_subreaper = 36
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1)
+        except (OSError, AttributeError):
+            pass
+
+
+def _log_exits() -> None:
+    """Write a line naming the caller before ``os._exit`` ends this worker: the runner reads it back
+    as the cause of the worker's death (an exit code alone says nothing)."""
+    real_exit = os._exit
+
+    def _exit(code):
+        try:
+            f = sys._getframe(1)
+            print(f"--- os._exit({code}) called in {f.f_code.co_name} ({Path(f.f_code.co_filename).name}:{f.f_lineno})",
+                  flush=True)
+        except Exception:
+            pass
+        real_exit(code)
+
+    os._exit = _exit
+
+
+class _LogCap(threading.Thread):
+    """Keeps a worker's log (the file behind its stdout and stderr) under ``cap`` bytes: past it,
+    the last ``tail`` bytes go to ``<log>.1`` and the log is truncated (writes append, so they go on
+    at its new end), with a line saying so."""
+
+    def __init__(self, fd: int, path: Path, cap: int, tail: int):
+        super().__init__(name="genbench-log-cap", daemon=True)
+        self.fd, self.path, self.cap, self.tail = fd, path, cap, tail
+
+    def run(self) -> None:
+        while True:
+            time.sleep(LOG_CHECK_S)
+            try:
+                size = os.fstat(self.fd).st_size
+                if size > self.cap:
+                    self.rotate(size)
+            except OSError:
+                pass
+
+    def rotate(self, size: int) -> None:
+        kept = self.path.with_name(self.path.name + ".1")
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, size - self.tail))
+            data = fh.read(self.tail)
+        tmp = kept.with_name(kept.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, kept)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, (f"--- log rotated at {size} bytes (cap {self.cap}); its last {len(data)} bytes "
+                           f"are in {kept.name}\n").encode())
 
 
 def _vm_size() -> int:
@@ -291,8 +545,10 @@ def cap_memory(extra_gb: float, device: torch.device) -> str:
 
 
 def worker_main(conn, plugin_files: tuple[str, ...], device: str, memory_limit_gb: float, log_path: str,
-                parent_pid: int, threads: int | None) -> None:
-    """A worker process: load the plugins once, then run the trials the runner sends."""
+                parent_pid: int, threads: int | None,
+                log_cap: tuple[int, int] = (LOG_CAP_BYTES, LOG_TAIL_BYTES)) -> None:
+    """A worker process: load the plugins once, then run the trials the runner sends, each from a
+    clean state (:func:`clean_trial`)."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides what Ctrl-C stops
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +556,10 @@ def worker_main(conn, plugin_files: tuple[str, ...], device: str, memory_limit_g
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     faulthandler.enable(file=log)  # a crash leaves the Python stack of the crashing trial in the log
+    _own_descendants()
+    _log_exits()
+    if log_cap[0] > 0:
+        _LogCap(log.fileno(), Path(log_path), *log_cap).start()
     print(f"--- genbench worker {os.getpid()} started", flush=True)
     if threads:
         torch.set_num_threads(threads)
@@ -308,7 +568,7 @@ def worker_main(conn, plugin_files: tuple[str, ...], device: str, memory_limit_g
         conn.send((kind, value))
 
     try:
-        runtime = WorkerRuntime(tuple(plugin_files), device)
+        runtime = WorkerRuntime(tuple(plugin_files), device, threads=threads)
         print(f"--- {cap_memory(memory_limit_gb, runtime.device)}", flush=True)
     except BaseException as exc:  # the runner reports it; nothing here can recover
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
@@ -350,6 +610,7 @@ class InlineExecutor:
         before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
+        self.runtime.threads = self.threads or before
         try:
             for job in jobs:
                 on_event(job, "start", None)
@@ -368,15 +629,33 @@ def signal_name(code: int) -> str:
         return f"signal {code}"
 
 
+def log_tail(log_path: Path, offset: int, limit: int = LOG_TAIL_BYTES) -> list[str]:
+    """The lines a trial wrote to its worker's log from ``offset`` (where the log stood when the
+    trial started; from the start of a log rotated since), at most its last ``limit`` bytes."""
+    try:
+        with open(log_path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = offset if size >= offset else 0
+            fh.seek(max(start, size - limit))
+            return fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def exit_cause(lines: list[str]) -> str:
+    """What a worker's last lines say ended it: the ``os._exit`` call :func:`_log_exits` logged, else
+    the last line the trial wrote (quoted); empty when it wrote nothing."""
+    for line in reversed(lines):
+        if line.startswith("--- os._exit("):
+            return line[4:]
+    said = [line.strip() for line in lines if line.strip() and not line.startswith("--- ")]
+    return f"its last output: {said[-1][:200]!r}" if said else ""
+
+
 def crash_site(log_path: Path, offset: int) -> str:
     """The innermost Python frame of the crashing thread that faulthandler wrote to the worker's
     log, e.g. "train_step (my_plugin.py:12)"; empty when there is none."""
-    try:
-        with open(log_path, errors="replace") as fh:
-            fh.seek(offset)
-            lines = fh.read().splitlines()
-    except OSError:
-        return ""
+    lines = log_tail(log_path, offset)
     starts = [i for i, line in enumerate(lines) if line.startswith("Current thread ")]
     if not starts:
         return ""
@@ -402,7 +681,7 @@ class _Worker:
         self.proc = ctx.Process(
             target=worker_main, name=f"genbench-worker-{slot}", daemon=True,
             args=(child_conn, tuple(options.plugin_files), options.device, options.memory_limit_gb,
-                  str(log_path), os.getpid(), threads))
+                  str(log_path), os.getpid(), threads, (LOG_CAP_BYTES, LOG_TAIL_BYTES)))
         self.proc.start()
         child_conn.close()
         self.conn = parent_conn
@@ -427,9 +706,15 @@ class _Worker:
         return self.phase_started + limit
 
     def kill(self) -> None:
+        """End the worker and every process still in its process group (what its trial started)."""
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
+        if self.proc.pid is not None and hasattr(os, "killpg"):
+            try:  # the worker made itself the leader of a group numbered by its pid (_own_descendants)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
         self.conn.close()
 
     def stop(self) -> None:
@@ -555,11 +840,14 @@ class LocalExecutor:
         site = crash_site(w.log_path, w.log_offset)
         where = f" in {site}" if site else ""
         log = f"; worker log: {w.log_path}"
+        phase = {"setup": "in setup", "train": "in training", "eval": "in evaluation"}.get(w.phase, f"in {w.phase}")
         if code is not None and code < 0:
             sig = signal_name(-code)
             hint = " (the system may have killed it for memory)" if -code == signal.SIGKILL else ""
             return Fault("crashed", f"crashed: signal {sig}{where}{hint}{log}")
-        return Fault("crashed", f"crashed: the worker process exited with code {code}{where}{log}")
+        cause = exit_cause(log_tail(w.log_path, w.log_offset))
+        cause = f" ({cause})" if cause else " (the trial ended the process without an exception: os._exit?)"
+        return Fault("crashed", f"crashed: the worker process exited with code {code} {phase}{where}{cause}{log}")
 
     def close(self) -> None:
         for slot, w in enumerate(self.workers):
@@ -598,10 +886,8 @@ def ray_trial(job: TrialJob, plugins: list[tuple[str, str]]) -> dict:
     """One trial as a Ray task: returns the record and the files it made (the sample grid), which
     the runner writes (the task may run on a node without the runs folder)."""
     paths = _materialise_plugins(plugins)
-    if job.threads:
-        torch.set_num_threads(job.threads)
     key = (paths, job.device)
-    if key not in _RAY_RUNTIMES:
+    if key not in _RAY_RUNTIMES:  # each trial starts with --threads, else the Ray worker's own thread count
         _RAY_RUNTIMES[key] = WorkerRuntime(paths, job.device)
     runtime = _RAY_RUNTIMES[key]
     with tempfile.TemporaryDirectory(prefix="genbench-ray-") as tmp:

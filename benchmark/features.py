@@ -5,6 +5,13 @@ dataset (fixed seed, training split only) and caches.  FID, KID and precision/re
 penultimate layer; IS uses its logits.  Its held-out accuracy is recorded with every result so a
 reader can judge the features.  (Inception-v3 is the standard on natural images but its weights
 cannot be fetched offline and 8x8 digits are far from its training domain.)
+
+Cache files (the classifier here, real-data features in :mod:`genbench.metrics.fidelity`) are
+verified, never trusted as they are: each holds a sha256 over its tensors' bytes and over the
+settings that produced it (:func:`save_verified`); a file that does not load, whose digest does not
+match, or that another recipe produced is rebuilt, with one warning line on stderr
+(:func:`load_verified`).  The classifier's held-out accuracy is recomputed on the test split at
+every load and must agree with the stored figure, so a reported accuracy is always measured.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +35,75 @@ CLASSIFIER_VERSION = 2  # bump when the architecture or training recipe changes 
 FEATURE_BATCH = 100  # feature-extraction chunk: large temporary tensors are slow on this machine class
 
 
+CACHE_FORMAT = 1  # layout of a verified cache file (see save_verified)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("GENBENCH_CACHE", Path.home() / ".cache" / "genbench"))
+
+
+def content_digest(tensors: dict[str, torch.Tensor], producer: dict) -> str:
+    """sha256 over the ``producer`` settings (canonical JSON) and every tensor's name, dtype, shape
+    and bytes, in name order."""
+    h = hashlib.sha256(json.dumps(producer, sort_keys=True, default=str).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_warning(path: Path, why: str) -> None:
+    """The one line that says a cache file is rebuilt, and why (stderr: a worker's log)."""
+    print(f"genbench: warning: cache file {path} {why}; rebuilding it", file=sys.stderr, flush=True)
+
+
+def save_verified(path: Path, tensors: dict[str, torch.Tensor], producer: dict) -> None:
+    """Write ``tensors`` with the settings that produced them and the :func:`content_digest` of
+    both, atomically (temp file + rename); loads with ``weights_only=True``."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    blob = {"format": CACHE_FORMAT, "producer": producer, "tensors": tensors,
+            "sha256": content_digest(tensors, producer)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_verified(path: Path, producer: dict, keys: tuple[str, ...] = ()) -> tuple[dict, dict] | None:
+    """(tensors, stored producer) of a cache file written by :func:`save_verified`, or None when
+    there is none or it cannot be trusted (unreadable or truncated, another layout, a digest that
+    does not match its content, settings other than ``producer``'s, a missing key in ``keys``) --
+    then after one warning line, and the caller rebuilds it.  Keys of ``producer`` that the stored
+    settings also hold must agree; the stored ones may add results (an accuracy)."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or not a tensor file at all
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        cache_warning(path, f"cannot be read ({type(exc).__name__}: {first})")
+        return None
+    if not (isinstance(blob, dict) and blob.get("format") == CACHE_FORMAT and isinstance(blob.get("tensors"), dict)
+            and isinstance(blob.get("producer"), dict) and isinstance(blob.get("sha256"), str)):
+        cache_warning(path, "has no content hash (written by an earlier genbench or by hand)")
+        return None
+    tensors, stored = blob["tensors"], blob["producer"]
+    if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        cache_warning(path, "holds something other than tensors")
+        return None
+    if content_digest(tensors, stored) != blob["sha256"]:
+        cache_warning(path, "does not match its content hash (changed after it was written)")
+        return None
+    differs = sorted(k for k in producer if stored.get(k) != producer[k])
+    if differs:
+        cache_warning(path, f"was produced with other settings ({', '.join(differs)})")
+        return None
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        cache_warning(path, f"lacks {', '.join(missing)}")
+        return None
+    return tensors, stored
 
 
 class DomainClassifier(nn.Module):
@@ -136,8 +212,41 @@ def data_fingerprint(dataset: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def test_fingerprint(dataset: Dataset) -> str:
+    """A short hash of the held-out (test) images and labels the accuracy is measured on."""
+    test = dataset.split("test")
+    h = hashlib.sha256()
+    for key in ("x", "y"):
+        h.update(test[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_classifier(path: Path, producer: dict, model: DomainClassifier, dataset: Dataset) -> float | None:
+    """The held-out accuracy of the verified classifier in ``path``, loaded into ``model``; None
+    (after one warning line) when the file cannot be trusted.  The accuracy is measured again on
+    the test split, never read from the file alone: a stored figure the weights do not reach (by
+    more than one test image) means the file was tampered with."""
+    loaded = load_verified(path, producer)
+    if loaded is None:
+        return None
+    tensors, stored = loaded
+    try:
+        model.load_state_dict(tensors)
+    except (RuntimeError, KeyError) as exc:
+        cache_warning(path, f"does not fit the classifier ({(str(exc).splitlines() or [''])[0][:120]})")
+        return None
+    test = dataset.split("test")
+    acc = accuracy(model, test["x"], test["y"])
+    claimed = stored.get("heldout_accuracy")
+    if not isinstance(claimed, float) or abs(claimed - acc) > 1.0 / max(1, len(test["y"])):
+        cache_warning(path, f"states a held-out accuracy of {claimed!r}, but its weights reach {acc:.4f}")
+        return None
+    return acc
+
+
 def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor:
-    """The cached domain classifier for ``dataset`` (trained on first use, then loaded)."""
+    """The cached domain classifier for ``dataset`` (trained on first use, then loaded and verified:
+    see the module docstring)."""
     content = data_fingerprint(dataset)
     key = (content, str(device), seed)
     name = f"domain-classifier-{dataset.name}-v{CLASSIFIER_VERSION}"
@@ -148,19 +257,16 @@ def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor
     # reuse a base set's images (captions, patches) share its classifier instead of training anew.
     path = cache_dir() / "extractors" / f"domain-classifier-v{CLASSIFIER_VERSION}-{content}-seed{seed}.pt"
     num_classes = int(spec.num_classes or int(dataset.split("train")["y"].max()) + 1)
+    producer = {"kind": "domain-classifier", "version": CLASSIFIER_VERSION, "train_data": content,
+                "test_data": test_fingerprint(dataset), "seed": seed, "in_channels": int(spec.shape[0]),
+                "num_classes": num_classes}
     model = DomainClassifier(spec.shape[0], num_classes)
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state_dict"])
-        acc = float(blob["heldout_accuracy"])
-    else:
+    acc = _load_classifier(path, producer, model, dataset)
+    if acc is None:
         model = train_domain_classifier(dataset, seed=seed, device="cpu")
         test = dataset.split("test")
         acc = accuracy(model, test["x"], test["y"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "heldout_accuracy": acc}, tmp)
-        os.replace(tmp, path)
+        save_verified(path, dict(model.state_dict()), {**producer, "heldout_accuracy": acc})
     model = model.to(device).eval()
     ext = Extractor(name=name, model=model, weights_hash=weights_hash(model), heldout_accuracy=acc)
     _MEMO[key] = ext

@@ -10,12 +10,18 @@ Plugins come from three places, in this order:
 
 A plugin that fails to import is recorded in ``broken`` (shown by ``genbench list``) and the rest
 still load: one bad plugin never takes the others down.
+
+Model, dataset and metric names become parts of file names, so each is checked where it is
+registered: lower-case ASCII letters, digits, '.', '_' and '-', starting with a letter or a digit
+(``NAME_PATTERN``).  A name outside that set is a RegistrationError that names the plugin and a
+name to use instead.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -30,6 +36,23 @@ from genbench.errors import RegistrationError, UnknownNameError
 from genbench.model import GenerativeModel
 
 ENTRY_POINT_GROUP = "genbench"
+
+# Model, dataset and metric names become parts of file names (trial records, sample grids, CSVs):
+# lower-case letters, digits, '.', '_' and '-', starting with a letter or a digit.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+NAME_RULE = "lower-case letters, digits, '.', '_' and '-', starting with a letter or digit (e.g. 'my-vae')"
+
+
+def check_name(kind: str, name: Any, owner: str) -> str:
+    """``name`` if it is a valid model, dataset or metric name, else a RegistrationError that says
+    which class registered it and how to fix it."""
+    if not isinstance(name, str) or not name:
+        raise RegistrationError(f"{owner} has an empty {kind} name; set name = 'my-{kind}'")
+    if not NAME_PATTERN.fullmatch(name):
+        hint = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("._-") or f"my-{kind}"
+        raise RegistrationError(f"{owner} has the {kind} name {name!r}, which is not a plain name: a {kind} name "
+                                f"is a file name of {NAME_RULE}; rename it, e.g. name = {hint!r}")
+    return name
 
 
 @dataclass
@@ -77,6 +100,7 @@ def _validate_model(cls: Any) -> str:
         )
     if not cls.name or not isinstance(cls.name, str):
         raise RegistrationError(f"{cls.__name__} has no 'name' class attribute; set name = 'my-model'")
+    check_name("model", cls.name, f"{cls.__name__}")
     if not cls.family:
         raise RegistrationError(f"{cls.__name__} ({cls.name}) has no 'family' class attribute")
     from genbench.model import Capability
@@ -101,7 +125,11 @@ def _validate_named(kind: str, required: tuple[str, ...]) -> Callable[[Any], str
                 raise RegistrationError(f"{item!r} has no {attr!r}; a {kind} needs {', '.join(required)}")
         if not isinstance(item.name, str) or not item.name:
             raise RegistrationError(f"{item!r} has an empty name")
-        return item.name
+        if kind == "dataset":
+            from genbench.datasets import check_dataset_names
+
+            return check_dataset_names(item, check_name)
+        return check_name(kind, item.name, f"{kind} {type(item).__name__}")
 
     return validate
 

@@ -35,6 +35,12 @@ What makes the files trustworthy:
   protocol changed) and join them seed by seed when it is the same (more seeds, or seeds run on
   another machine); keys the records do not mention are kept as published.  The per-trial CSV is
   the source of truth: the leaderboard CSV is recomputed from it, so a row is never duplicated.
+* Never loses or invents a result.  The newest trial wins (by its ``finished`` time): an older
+  runs folder published again leaves newer published rows as they are, and a failed trial never
+  replaces a finished one (a failed setup never replaces a published setup that has finished
+  trials).  A published trial row is kept only while it carries the provenance of a real record
+  (``trial_key``, ``config_hash``, ``finished``); one without is dropped, and a metric value that
+  is not a number is left out; each of these is one line in :attr:`Published.warnings`.
 * Safe to open.  A text cell that a spreadsheet would run as a formula (one starting with ``=``,
   ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading apostrophe, and so does one
   starting with an apostrophe, so reading a cell back is unambiguous (:func:`unescape_text`).
@@ -44,6 +50,7 @@ What makes the files trustworthy:
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import hashlib
 import io
 import json
@@ -80,6 +87,7 @@ from genbench.ranking import (
     summary_rows,
 )
 from genbench.ranking import metric_directions as metric_directions
+from genbench.repro import REPRO_SUITE, render_suite
 from genbench.results import REFERENCE_MODEL, atomic_write_bytes, atomic_write_text, ci95, load_records
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
@@ -356,8 +364,9 @@ def config_overrides(model: str, config: dict, defaults: dict[str, dict]) -> dic
     return {k: v for k, v in config.items() if base.get(k, object()) != v}
 
 
-def trial_row(rec: dict, setup: str, defaults: dict[str, dict]) -> dict:
-    """One record as a flat row of the per-trial CSV."""
+def trial_row(rec: dict, setup: str, defaults: dict[str, dict], notes: list[str] | None = None) -> dict:
+    """One record as a flat row of the per-trial CSV; a metric value that is not a number is left
+    out, with one line in ``notes``."""
     used, timings, ver = rec.get("used") or {}, rec.get("timings") or {}, rec.get("versions") or {}
     budget = rec["budget"]
     extractor, weights = split_extractor(rec.get("extractor"))
@@ -393,6 +402,10 @@ def trial_row(rec: dict, setup: str, defaults: dict[str, dict]) -> dict:
             row[name] = float(value)
         elif value is None:  # measured but not finite (the record stores NaN as null): an empty cell
             row[name] = None
+        elif notes is not None:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:59] + "…"
+            notes.append(f"{rec.get('trial_id') or _describe(row)}: metric {name!r} has the non-numeric value "
+                         f"{shown} ({type(value).__name__}); left out of the CSVs")
     return row
 
 
@@ -450,26 +463,121 @@ def row_key(row: dict) -> tuple:
     return tuple(row[k] for k in KEY)
 
 
-def merge_trials(published: list[dict], new: list[dict]) -> list[dict]:
+_EPOCH = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def finished_at(row: dict) -> _dt.datetime | None:
+    """When a trial row's trial finished (its ``finished`` cell), None when it does not say."""
+    try:
+        when = _dt.datetime.fromisoformat(str(row.get("finished") or ""))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+
+
+def _newest(rows: list[dict]) -> _dt.datetime:
+    return max((finished_at(r) or _EPOCH for r in rows), default=_EPOCH)
+
+
+def _finished(row: dict) -> bool:
+    return row["status"] in ("ok", "reference")
+
+
+def _describe(row: dict) -> str:
+    return f"{row['model']} {row.get('budget') or '-'} seed {row['seed']}"
+
+
+def _replaces(new: dict, old: dict) -> bool:
+    """Whether the trial row ``new`` replaces the published ``old`` of the same setup and seed: a
+    failed trial never replaces a finished one; otherwise the newer one wins (a tie: the new one)."""
+    if _finished(old) and not _finished(new):
+        return False
+    if _finished(new) and not _finished(old):
+        return True
+    return (finished_at(new) or _EPOCH) >= (finished_at(old) or _EPOCH)
+
+
+def merge_trials(published: list[dict], new: list[dict], notes: list[str] | None = None) -> list[dict]:
     """Published trial rows updated with new ones: per (model, budget), new rows replace the
     published ones when the config hash differs and join them by seed when it is the same.
 
+    The newest wins: new rows of another config replace the published ones only when their
+    newest trial finished no earlier than the published ones' newest, and only when they have a
+    finished trial or the published ones have none; a new row of the same config replaces the
+    published row of its seed by :func:`_replaces`.  What is kept instead of a new row is one line
+    in ``notes``.
+
     Rows of trials that died before their config was known (a crashed worker) are taken to be new
-    attempts at the published setup: they replace the same seeds and leave the others."""
+    attempts at the published setup: they replace the same seeds where those did not finish."""
+    notes = notes if notes is not None else []
     incoming: dict[tuple, list[dict]] = defaultdict(list)
     for r in new:
         incoming[row_key(r)].append(r)
     merged = [r for r in published if row_key(r) not in incoming]
     for key, rows in incoming.items():
         old = [r for r in published if row_key(r) == key]
-        if old and not any(r.get("config") for r in rows):
+        if not old:
+            merged += rows
+            continue
+        if not any(r.get("config") for r in rows):
             for r in rows:
                 r["config_hash"] = old[0]["config_hash"]
-        if old and {r["config_hash"] for r in old} == {rows[0]["config_hash"]}:
-            seeds = {r["seed"] for r in rows}
-            merged += [r for r in old if r["seed"] not in seeds]
-        merged += rows
+        if {r["config_hash"] for r in old} == {rows[0]["config_hash"]}:
+            by_seed = {r["seed"]: r for r in old}
+            for r in rows:
+                current = by_seed.get(r["seed"])
+                if current is None or _replaces(r, current):
+                    by_seed[r["seed"]] = r
+                elif _finished(current) and not _finished(r):
+                    notes.append(f"{_describe(r)}: the failed trial ({r.get('finished') or 'no date'}) does not "
+                                 f"replace the published finished one ({current.get('finished') or 'no date'})")
+                else:
+                    notes.append(f"{_describe(r)}: the published trial ({current.get('finished')}) is newer than "
+                                 f"the record ({r.get('finished') or 'no date'}) and is kept")
+            merged += list(by_seed.values())
+        elif not any(_finished(r) for r in rows) and any(_finished(r) for r in old):
+            merged += old
+            notes.append(f"{rows[0]['model']} {rows[0].get('budget') or '-'}: the records (another config) all failed; "
+                         "the published finished trials are kept")
+        elif _newest(rows) < _newest(old):
+            merged += old
+            notes.append(f"{rows[0]['model']} {rows[0].get('budget') or '-'}: the published trials (another config, "
+                         f"finished {max(r.get('finished') or '' for r in old)}) are newer than the records "
+                         f"(finished {max(r.get('finished') or '' for r in rows) or 'no date'}) and are kept")
+        else:
+            merged += rows
     return merged
+
+
+def provenance_gap(row: dict) -> str | None:
+    """Why a published trial row is not backed by a real record (None: it is): every row that
+    `genbench publish` writes from a record has a trial key, a config hash and a finished time; a
+    reference row has a config hash and its trial id."""
+    if not _HASH.fullmatch(str(row.get("config_hash") or "")):
+        return "it has no config_hash"
+    if row.get("status") == "reference":
+        return None if str(row.get("trial_id") or "").startswith(f"{REFERENCE_MODEL}--") else "it has no trial_id"
+    if not _HASH.fullmatch(str(row.get("trial_key") or "")):
+        return "it has no trial_key"
+    if finished_at(row) is None:
+        return "it has no finished time"
+    return None
+
+
+def backed_rows(table: Table, path: Path, notes: list[str]) -> list[dict]:
+    """The rows of a published per-trial CSV that carry a real record's provenance; each other row
+    is dropped with one line in ``notes``.  (The published CSVs are the only copy of old runs, so a
+    row with its provenance is kept although no record in this runs folder backs it.)"""
+    kept = []
+    for n, row in enumerate(table.rows, start=2):
+        gap = provenance_gap(row)
+        if gap is None:
+            kept.append(row)
+        else:
+            notes.append(f"{path}, line {n}: row {_describe(row)} dropped: {gap}, so no trial record backs it "
+                         "(rows that `genbench publish` writes carry trial_key, config_hash and finished)")
+    return kept
 
 
 # ----------------------------------------------------------------------------- file names
@@ -501,6 +609,7 @@ class Published:
     files: list[Path] = field(default_factory=list)
     readme: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line per row dropped, kept or left out
 
 
 def config_defaults(manager) -> dict[str, dict]:
@@ -559,20 +668,20 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         suite_dir = out_dir / suite
         new_rows, sources = [], {}
         for rec, setup in picked:
-            row = trial_row(rec, setup, defaults)
+            row = trial_row(rec, setup, defaults, result.warnings)
             new_rows.append(row)
             if rec.get("samples"):
                 sources[id(row)] = runs_dir / suite / rec["samples"]
         trials_path = suite_dir / f"{safe_name(dataset)}-trials.csv"
         board_path = suite_dir / f"{safe_name(dataset)}.csv"
         if trials_path.exists():
-            published = Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL).rows
+            published = backed_rows(Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL), trials_path, result.warnings)
         elif board_path.exists():
             raise GenbenchError(f"{board_path} exists without {trials_path.name}, the per-trial CSV it is "
                                 "computed from; restore that file, or delete both to publish afresh")
         else:
             published = []
-        merged = merge_trials(published, new_rows)
+        merged = merge_trials(published, new_rows, result.warnings)
         _pick_samples(merged, new_rows, sources, suite_dir)
         trials = trial_table(merged)
         metrics = [c for c in trials.columns if trials.types[c] == FLOAT and c not in dict(TRIAL_HEAD)]
@@ -769,6 +878,7 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
     boards = sorted(p for p in out_dir.glob("*/*-trials.csv"))
     sections, toc, plots = [], [], []
     by_suite: dict[str, dict[str, list[dict]]] = defaultdict(dict)
+    suite_trials: dict[Path, list[dict]] = defaultdict(list)
     for trials_path in boards:
         suite_dir = trials_path.parent
         board_path = suite_dir / (trials_path.name[: -len("-trials.csv")] + ".csv")
@@ -777,7 +887,9 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
         table = read_board(board_path)
         if not table.rows:
             continue
-        seeds = seed_values(Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL).rows)
+        trial_rows = Table.read(trials_path, TRIAL_HEAD, TRIAL_TAIL).rows
+        suite_trials[suite_dir].extend(trial_rows)
+        seeds = seed_values(trial_rows)
         suite, dataset = table.rows[0]["suite"], table.rows[0]["dataset"]
         by_suite[suite_dir.name][dataset] = [
             {"model": r["model"], "budget": r["budget"], "status": r["status"],
@@ -789,6 +901,13 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
         toc.append(f"- [{md_text(title)}](#{_anchor(title)})")
         sections += _section(table, title, out_dir, board_path, trials_path, curves, directions, seeds)
     summaries = []
+    # each family against its own paper (the repro suite), and how much every row moves across seeds
+    families = {r["model"]: r["family"] for rows in suite_trials.values() for r in rows if r.get("family")}
+    for suite_dir in sorted(suite_trials, key=lambda d: (d.name != REPRO_SUITE, d.name)):
+        lines, written = render_suite(out_dir, suite_dir, suite_trials[suite_dir], _write_if_changed, families)
+        summaries += lines
+        toc[:0] = [f"- [{md_text(line[3:])}](#{_anchor(line[3:])})" for line in lines if line.startswith("## ")]
+        plots += [p for p in written if p.suffix == ".png"]
     for suite in sorted(by_suite):
         rows = write_summary(out_dir / suite, by_suite[suite], directions)
         if rows:
@@ -1034,7 +1153,11 @@ def _drop_stale_plots(out_dir: Path, keep: list[Path]) -> None:
 
 
 def cmd_publish(args, manager, console) -> int:
+    from rich.text import Text
+
     result = publish(Path(args.runs_dir), Path(args.out), args.suite, manager)
+    for line in result.warnings:
+        console.print(Text("warning: " + line, style="yellow"))
     for (suite, dataset), board in sorted(result.boards.items()):
         trials = result.trials[(suite, dataset)]
         console.print(f"{suite}/{dataset}: {len(board.rows)} rows, {len(trials.rows)} trials")

@@ -40,9 +40,15 @@ def reference_record(dataset: Dataset, profile: Profile, suite: str, device: tor
     )
 
     path = trial_dir(out_dir.parent, suite) / f"{REFERENCE_MODEL}--{dataset.name}--{profile.name}.json"
+    extractor = domain_extractor(dataset, device).fingerprint()  # verified (rebuilt if its cache is not)
     if path.exists():
-        cached = json.loads(path.read_text())
-        if {FID_TRAIN, CT} <= set(cached.get("metrics", {})):  # else written under the earlier protocol
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = {}
+        # else written under the earlier protocol, or with an extractor that is no longer the one in use
+        if (isinstance(cached, dict) and {FID_TRAIN, CT} <= set(cached.get("metrics", {}))
+                and cached.get("extractor") == extractor):
             return cached
     metrics = real_heldout_metrics(dataset, profile, device)
     ext, train, test = real_features(dataset, profile, device)
@@ -59,7 +65,7 @@ def reference_record(dataset: Dataset, profile: Profile, suite: str, device: tor
         "metrics": metrics, "warnings": [finding] if finding else [],
         "estimators": {SampleQuality.name: estimator_text(profile, dataset) + samples_text,
                        Memorisation.name: Memorisation().estimator(profile) + samples_text},
-        "not_applicable": {}, "extractor": domain_extractor(dataset, device).fingerprint(),
+        "not_applicable": {}, "extractor": extractor,
         "device": device_label(device), "versions": versions(), "config_hash": "", "config": {},
     }
     write_record(path, record)

@@ -383,7 +383,7 @@ def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4g}"
 
 
-def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write,
+def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, families: dict | None = None,
                  claims: list[Claim] | None = None) -> tuple[list[str], list[Path]]:
     """The reproduction table (for the ``repro`` suite) and the stability table and figure (for a
     suite with two or more seeds of a row), written beside the suite's CSVs with ``write(path, text)``;
@@ -395,7 +395,7 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write,
 
     lines, files = [], []
     if suite_dir.name == REPRO_SUITE:
-        families = {r["model"]: r.get("family") or "" for r in trial_rows}
+        families = {**(families or {}), **{r["model"]: r["family"] for r in trial_rows if r.get("family")}}
         table = claims_table(load_claims() if claims is None else claims, trial_rows, families)
         path = suite_dir / CLAIMS_CSV
         write(path, _csv(table, CLAIM_COLUMNS))

@@ -15,27 +15,67 @@ RECORD_SCHEMA = 2  # 2: held-out sample quality, model selection, CPU-time budge
 REFERENCE_MODEL = "real-heldout"  # the reference row: held-out real data scored like a model
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so a reader never sees half a file."""
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a folder in the way, Ctrl-C: no half-written temp file stays
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so a reader never sees half a file.
+    On failure the temp file is removed and the error raised (the target is left as it was)."""
+    _atomic_write(path, text.encode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """``atomic_write_text`` for binary files (sample grids)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, data)
+
+
+def write_error(exc: OSError, path: Path | str) -> str:
+    """A failed write as a reader reads it: what went wrong, and where."""
+    import errno
+
+    where = Path(path)
+    folder = where.parent
+    if exc.errno == errno.ENOSPC:
+        return f"no space left in {folder}"
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded in {folder}"
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {folder}"
+    if exc.errno == errno.EISDIR or (exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and where.is_dir()):
+        return f"a folder is in the way of {where}"
+    if exc.errno == errno.ENOTDIR:
+        return f"a file is in the way of the folder {folder}"
+    return f"cannot write {where}: {exc.strerror or exc}"
+
+
+def write_advice(exc: OSError) -> str:
+    """What to do about a failed write before running the same command again."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the runs folder writable (or choose another --runs-dir)"
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
+        return "move what is in the way"
+    return "fix the cause"
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,12 +109,96 @@ def _clean(value):
     return value
 
 
+def record_text(record: dict) -> str:
+    return json.dumps(_clean(record), indent=2, sort_keys=True, default=str)
+
+
 def write_record(path: Path, record: dict) -> None:
-    atomic_write_text(path, json.dumps(_clean(record), indent=2, sort_keys=True, default=str))
+    atomic_write_text(path, record_text(record))
 
 
 def trial_dir(runs_dir: Path, suite: str) -> Path:
     return Path(runs_dir) / suite / "trials"
+
+
+def _one_component(name: str, what: str) -> None:
+    from genbench.errors import GenbenchError
+
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.sep in name or (os.altsep and os.altsep in name)):
+        raise GenbenchError(f"{what} {name!r} is not a file name (no path separators, not '.' or '..')")
+
+
+def inside(path: Path, folder: Path, what: str) -> Path:
+    """``path``, after checking that it resolves inside ``folder`` (defence in depth: every name
+    that builds a path is validated where it is registered or given)."""
+    from genbench.errors import GenbenchError
+
+    real, root = Path(path).resolve(), Path(folder).resolve()
+    if real != root and root not in real.parents:
+        raise GenbenchError(f"{what} {str(path)!r} would be written outside {str(folder)!r}; "
+                            "model, dataset and suite names must be plain names")
+    return Path(path)
+
+
+def record_path(runs_dir: Path, suite: str, trial_id: str) -> Path:
+    """``<runs>/<suite>/trials/<trial_id>.json``, refusing any suite or trial id that would put
+    it anywhere else (where `load_records` would never read it, or outside the runs folder)."""
+    _one_component(suite, "suite name")
+    _one_component(trial_id, "trial id")
+    folder = trial_dir(runs_dir, suite)
+    return inside(folder / f"{trial_id}.json", folder, "trial record")
+
+
+def unsaved_dir(runs_dir: Path, suite: str) -> Path:
+    """Where a record that could not be written into the runs folder is kept until the next run of
+    the suite moves it there: ``<system temp>/genbench-unsaved/<runs folder hash>/<suite>/``."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(Path(runs_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "genbench-unsaved" / digest / suite
+
+
+def keep_unsaved(runs_dir: Path, suite: str, record: dict) -> Path:
+    """Write ``record`` to its fallback file (see :func:`unsaved_dir`); raises OSError if even that fails."""
+    folder = unsaved_dir(runs_dir, suite)
+    path = inside(folder / f"{record['trial_id']}.json", folder, "kept record")
+    atomic_write_text(path, record_text(record))
+    return path
+
+
+def recover_unsaved(runs_dir: Path, suite: str) -> tuple[list[str], list[str]]:
+    """Move the records kept by :func:`keep_unsaved` into the suite's trials folder.
+
+    Returns (trial ids moved, one line per record that still cannot be moved).  A kept record is
+    moved only where the trials folder holds no newer record of the same trial."""
+    folder = unsaved_dir(runs_dir, suite)
+    moved, problems = [], []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+            if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or not rec.get("trial_id"):
+                raise ValueError("not a genbench trial record")
+            target = record_path(runs_dir, suite, rec["trial_id"])
+        except Exception as exc:  # a damaged kept file is reported, never fatal
+            problems.append(f"kept record {path} not restored: {exc}")
+            continue
+        try:
+            current = json.loads(target.read_text()) if target.is_file() else None
+        except (OSError, ValueError):
+            current = None
+        newer = isinstance(current, dict) and (current.get("finished") or "") > (rec.get("finished") or "")
+        try:
+            if not newer:
+                atomic_write_text(target, path.read_text())
+            path.unlink()
+        except OSError as exc:
+            problems.append(f"{write_error(exc, target)}: the result of {rec['trial_id']} stays kept in {path}; "
+                            f"{write_advice(exc)} and run the same command again")
+            continue
+        moved.append(rec["trial_id"])
+    return moved, problems
 
 
 def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:

@@ -35,10 +35,19 @@ from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.grids import save_samples
 from genbench.manager import PluginManager
-from genbench.metrics import EvalContext
+from genbench.metrics import ContractViolation, EvalContext
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
-from genbench.results import RECORD_SCHEMA, git_commit, trial_dir, write_record
+from genbench.results import (
+    RECORD_SCHEMA,
+    git_commit,
+    keep_unsaved,
+    record_path,
+    unsaved_dir,
+    write_advice,
+    write_error,
+    write_record,
+)
 from genbench.selection import Selector
 
 
@@ -60,6 +69,18 @@ class Trial:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def trial_id(self, model_cls) -> str:
+        """The trial's file name (without ``.json``), built only from validated names: a model or
+        dataset name with a path separator, ``..`` or other characters is refused here too, not
+        only where it is registered."""
+        from genbench.errors import GenbenchError
+        from genbench.manager import NAME_PATTERN, NAME_RULE
+
+        for kind, name in (("model", self.model), ("dataset", self.dataset)):
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                raise GenbenchError(f"{kind} name {name!r} cannot name a trial file: a {kind} name is made of "
+                                    f"{NAME_RULE}")
+        if not all(c.isascii() and (c.isalnum() or c in ".+- ") for c in self.budget.text):
+            raise GenbenchError(f"budget {self.budget.text!r} cannot name a trial file")
         return f"{self.model}--{self.dataset}--{self.budget.text}--seed{self.seed}--{self.key(model_cls)[:8]}"
 
 
@@ -140,6 +161,8 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
         try:
             values.update(metric.compute(ctx))
             estimators[metric.name] = metric.estimator(profile)
+        except ContractViolation:  # the model broke its contract: no metric of it stands, the trial fails
+            raise
         except Exception as exc:
             errors[metric.name] = f"{type(exc).__name__}: {exc}"
     return values, estimators, not_applicable, errors, ctx
@@ -222,8 +245,12 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
                       marks=dict(ctx.marks), warnings=list(ctx.warnings))
         record["timings"]["eval_s"] = time.perf_counter() - t1
         samples = out_dir / "samples" / f"{record['trial_id']}.png"
-        save_samples(model, dataset, samples, trial.seed)
-        record["samples"] = str(samples.relative_to(out_dir))
+        try:
+            save_samples(model, dataset, samples, trial.seed)
+            record["samples"] = str(samples.relative_to(out_dir))
+        except OSError as exc:  # a full disk must not throw away a trained and evaluated trial
+            record["samples"] = None
+            record["samples_error"] = write_error(exc, samples)
         record["status"] = "ok"
     except Exception as exc:
         record["fault"], record["reason"] = describe_exception(exc)
@@ -239,6 +266,31 @@ def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: to
     manager.hook.trial_started(trial=trial)
     record = perform_trial(trial, manager, lambda _name: dataset, device, out_dir, suite,
                            on_train=on_train, on_metric=on_metric)
-    write_record(trial_dir(out_dir.parent, suite) / f"{record['trial_id']}.json", record)
+    problem = store_record(out_dir.parent, suite, record)
+    if problem is not None:
+        import warnings
+
+        warnings.warn(problem, stacklevel=2)
     manager.hook.trial_finished(trial=trial, record=record)
     return record
+
+
+def store_record(runs_dir: Path, suite: str, record: dict) -> str | None:
+    """Write ``record`` into ``<runs>/<suite>/trials/``; where that fails, keep it in its fallback
+    file (:func:`genbench.results.keep_unsaved`, moved back by the next run of the suite).
+
+    Returns None when the record is in the runs folder, else the one line that says why it is not
+    and where it is kept; never raises for a failed write."""
+    path = record_path(runs_dir, suite, record["trial_id"])
+    try:
+        write_record(path, record)
+        return None
+    except OSError as exc:
+        reason, advice = write_error(exc, path), write_advice(exc)
+    try:
+        kept = keep_unsaved(runs_dir, suite, record)
+    except OSError as exc2:
+        return (f"{reason}: the result of {record['trial_id']} could not be kept anywhere "
+                f"({write_error(exc2, unsaved_dir(runs_dir, suite))}); {advice} and run the same command "
+                "again to run it again")
+    return f"{reason}: the result of {record['trial_id']} is kept in {kept}; {advice} and run the same command again"

@@ -7,6 +7,12 @@ again, failed ones included (a failure may have been the machine's, not the mode
 runs everything).  Every file is written through a temp file and a rename, and one runner at a time
 holds the folder's lock, so a run interrupted at any moment -- Ctrl-C or SIGKILL -- loses no
 finished trial and leaves no half-written file.
+
+A write that fails (a full disk, a folder in the way, no permission) loses no result either: the
+record goes to a fallback file in the system temp folder (:func:`genbench.results.unsaved_dir`),
+the run says so in one line and goes on with the other trials, and the next run of the suite moves
+the record into place.  A suite folder that cannot be written at all still shows what it holds:
+`genbench run` with every trial finished writes nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +36,16 @@ from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, 
 from genbench.manager import PluginManager
 from genbench.profiles import get_profile
 from genbench.reference import reference_record
-from genbench.results import load_records, trial_dir, write_leaderboards, write_record
-from genbench.runner import Trial, base_record, resolve_device
+from genbench.results import (
+    load_records,
+    recover_unsaved,
+    trial_dir,
+    unsaved_dir,
+    write_advice,
+    write_error,
+    write_leaderboards,
+)
+from genbench.runner import Trial, base_record, resolve_device, store_record
 
 
 def default_datasets(manager: PluginManager) -> list[str]:
@@ -163,20 +177,52 @@ def run_suite(manager: PluginManager, trials: list[Trial], runs_dir: Path, suite
     training continues from its last checkpoint the next time."""
     console = console or Console()
     options = dataclasses.replace(options or ExecutorOptions(), device=device).validate()
+    check_suite_name(suite, "suite")
     runs_dir = Path(runs_dir).resolve()
     out_dir = runs_dir / suite
-    trial_dir(runs_dir, suite).mkdir(parents=True, exist_ok=True)
-    lock = lock_suite(out_dir)
     try:
-        return _run_locked(manager, trials, runs_dir, suite, device, rerun, console, options)
+        trial_dir(runs_dir, suite).mkdir(parents=True, exist_ok=True)
+        blocked = unwritable(out_dir, trial_dir(runs_dir, suite))
+        lock = lock_suite(out_dir) if blocked is None else read_only_lock(out_dir, blocked)
+    except OSError as exc:  # a read-only runs folder: show what it holds, write nothing
+        reason = write_error(exc, Path(exc.filename) if exc.filename else out_dir / ".genbench.lock")
+        lock = read_only_lock(out_dir, reason if out_dir.is_dir() else f"cannot create the suite folder {out_dir}")
+    try:
+        return _run_locked(manager, trials, runs_dir, suite, device, rerun, console, options,
+                           getattr(lock, "read_only", None))
     finally:
         lock.close()
 
 
+def _say(console: Console, line: str, style: str = "yellow") -> None:
+    from rich.text import Text
+
+    console.print(Text(line, style=style))  # paths may hold [brackets]: never read as markup
+
+
+def _save_leaderboards(runs_dir: Path, suite: str, out_dir: Path, console: Console, said: set[str]) -> None:
+    try:
+        write_leaderboards(load_records(runs_dir, suite), out_dir)
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else out_dir / "leaderboard.csv"
+        line = (f"{write_error(exc, where)}: the leaderboard CSVs were not rewritten (every trial record is kept); "
+                f"{write_advice(exc)} and run `genbench run` with the same arguments again to write them")
+        if line not in said:  # a run writes them twice: say it once
+            said.add(line)
+            _say(console, line)
+
+
 def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun: bool, console: Console,
-                options: ExecutorOptions) -> list[dict]:
+                options: ExecutorOptions, read_only: str | None = None) -> list[dict]:
     out_dir = runs_dir / suite
-    clean_leftovers(out_dir)
+    if read_only is None:
+        clean_leftovers(out_dir)
+        restored, problems = recover_unsaved(runs_dir, suite)
+        if restored:
+            _say(console, f"{len(restored)} result(s) kept in {unsaved_dir(runs_dir, suite)} by an earlier run are "
+                          "back in the suite folder", "dim")
+        for line in problems:
+            _say(console, line)
     torch_device = resolve_device(device)
     data = DatasetCache(manager, torch_device)
     finished = {} if rerun else done_keys(runs_dir, suite)
@@ -190,7 +236,11 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
         if key in finished:
             records.append(finished[key])
             # a kill between writing a record and deleting the checkpoint leaves one behind
-            remove_checkpoint(checkpoint_path(out_dir, trial.trial_id(cls)))
+            if read_only is None:
+                try:
+                    remove_checkpoint(checkpoint_path(out_dir, trial.trial_id(cls)))
+                except OSError:
+                    pass  # a stale checkpoint is only space: the next run removes it
             continue
         jobs.append(TrialJob(index=len(jobs), trial=trial, trial_id=trial.trial_id(cls), suite=suite,
                              runs_dir=str(runs_dir), device=device, checkpoint_every=options.checkpoint_every,
@@ -201,21 +251,108 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
                       + (f"; {retried} failed one(s) run again" if retried else "")
                       + "; --rerun runs everything again[/dim]")
 
+    if read_only is not None:
+        if jobs:
+            raise GenbenchError(f"{read_only}: {len(jobs)} trial(s) of suite {suite!r} are not finished and their "
+                                "results could not be saved; make the runs folder writable or choose another "
+                                "--runs-dir (`genbench leaderboard` shows the finished ones)")
+        wanted = {(t.dataset, t.profile) for t in trials}
+        records += [r for r in load_records(runs_dir, suite)
+                    if r.get("status") == "reference" and (r.get("dataset"), r.get("profile")) in wanted]
+        manager.hook.suite_finished(records=records)
+        _say(console, f"{read_only}: nothing was written (every trial is finished; the leaderboard CSVs are as the "
+                      "last run wrote them)", "dim")
+        return records
+
     # The floor rows first: they train and cache each image dataset's feature extractor once,
     # before any worker needs it (workers in parallel would each train it).
     reference_rows(manager, trials, data, suite, torch_device, out_dir, console, records)
 
+    said: set[str] = set()
     if jobs:
-        executor = make_executor(options, manager, out_dir / "logs", datasets=data.built)
+        unsaved: list[tuple[dict, str]] = []
+        failure = None
         try:
-            _run_jobs(executor, jobs, manager, torch_device, console, records)
+            executor = make_executor(options, manager, out_dir / "logs", datasets=data.built)
+            try:
+                _run_jobs(executor, jobs, manager, torch_device, console, records, unsaved)
+            finally:
+                executor.close()
+        except OSError as exc:  # the executor itself could not write (a worker log, a sample grid)
+            where = Path(exc.filename) if exc.filename else out_dir
+            failure = GenbenchError(f"{write_error(exc, where)}: the run stopped; every result finished before is "
+                                    f"saved or kept; {write_advice(exc)} and run the same command again")
         finally:
-            executor.close()
+            _report_unsaved(runs_dir, suite, unsaved, console)
             # whatever happened (even Ctrl-C), the leaderboards show every record written so far
-            write_leaderboards(load_records(runs_dir, suite), out_dir)
+            _save_leaderboards(runs_dir, suite, out_dir, console, said)
+        if failure is not None:
+            raise failure
     manager.hook.suite_finished(records=records)
-    write_leaderboards(load_records(runs_dir, suite), out_dir)
+    _save_leaderboards(runs_dir, suite, out_dir, console, said)
     return records
+
+
+def _report_unsaved(runs_dir: Path, suite: str, unsaved: list[tuple[dict, str]], console: Console) -> None:
+    """At the end of a run, retry the records whose write failed during it; say in one line per
+    trial where each result is that still is not in the suite folder."""
+    if not unsaved:
+        return
+    recover_unsaved(runs_dir, suite)  # the kept files first: a freed disk takes them now
+    for rec, line in unsaved:
+        path = trial_dir(runs_dir, suite) / f"{rec['trial_id']}.json"
+        try:
+            if json.loads(path.read_text()).get("finished") == rec.get("finished"):
+                continue  # in place now
+        except (OSError, ValueError, AttributeError):
+            pass
+        if not (unsaved_dir(runs_dir, suite) / f"{rec['trial_id']}.json").is_file():
+            line = store_record(runs_dir, suite, rec) or ""  # held in memory only: one more try
+        if line:
+            _say(console, line)
+
+
+class _ReadOnlyLock:
+    """The lock of a suite folder that cannot be written: held in shared mode on the lock file if
+    there is one (a run writing the folder holds it exclusively), nothing otherwise."""
+
+    def __init__(self, reason: str, fh=None):
+        self.read_only, self.fh = reason, fh
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def unwritable(*folders: Path) -> str | None:
+    """Why one of ``folders`` cannot take new files (None: all can)."""
+    import errno
+
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            read_only_fs = getattr(os, "statvfs", None) and os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1)
+            code = errno.EROFS if read_only_fs else errno.EACCES
+            return write_error(OSError(code, os.strerror(code)), folder / "-")
+    return None
+
+
+def read_only_lock(out_dir: Path, reason: str) -> _ReadOnlyLock:
+    try:
+        fh = open(out_dir / ".genbench.lock")
+    except OSError:
+        return _ReadOnlyLock(reason)
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except ImportError:
+        pass
+    except OSError:
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise GenbenchError(f"suite folder {out_dir} is in use by another genbench run ({holder}); wait for it to "
+                            "finish or choose another --suite or --runs-dir") from None
+    return _ReadOnlyLock(reason, fh)
 
 
 def lock_suite(out_dir: Path):
@@ -249,7 +386,10 @@ def clean_leftovers(out_dir: Path) -> None:
             pid = tmp.name.rsplit(".tmp", 1)[-1]
             if pid.isdigit() and _alive(int(pid)):
                 continue
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # a leftover that cannot be removed is only space: it is never read
 
 
 def _alive(pid: int) -> bool:
@@ -271,12 +411,16 @@ def reference_rows(manager, trials, data, suite, device, out_dir, console, recor
         for prof in profile_names:
             try:
                 records.append(reference_record(data.get(ds_name), get_profile(prof), suite, device, out_dir))
+            except OSError as exc:
+                where = Path(exc.filename) if exc.filename else trial_dir(out_dir.parent, suite)
+                _say(console, f"reference row for {ds_name} not saved: {write_error(exc, where)}; it is computed again "
+                              "by the next run")
             except Exception as exc:
                 console.print(f"[yellow]reference row for {ds_name} not computed: {type(exc).__name__}: {exc}")
 
 
 def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, console: Console,
-              records: list[dict]) -> None:
+              records: list[dict], unsaved: list[tuple[dict, str]] | None = None) -> None:
     columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
@@ -299,11 +443,19 @@ def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, co
 
         for job, outcome in executor.run(jobs, on_event):
             rec = fault_record(job, outcome, manager, device) if isinstance(outcome, Fault) else outcome
-            write_record(trial_dir(job.runs_dir, job.suite) / f"{rec['trial_id']}.json", rec)
-            remove_checkpoint(checkpoint_path(job.suite_dir, rec["trial_id"]))
+            problem = store_record(Path(job.runs_dir), job.suite, rec)
+            if problem is None:
+                try:
+                    remove_checkpoint(checkpoint_path(job.suite_dir, rec["trial_id"]))
+                except OSError:
+                    pass  # a stale checkpoint is only space: the next run removes it
+            elif unsaved is not None:
+                unsaved.append((rec, problem))
             manager.hook.trial_finished(trial=job.trial, record=rec)
             records.append(rec)
             status = "[green]ok" if rec["status"] == "ok" else f"[red]failed: {rec['reason'][:70]}"
+            if problem is not None:
+                status += " [yellow](record not in the suite folder: see the end of the run)"
             if job.index in tasks:
                 progress.update(tasks[job.index], completed=1.0, info=f"{status} ({rec['used']['steps']} steps)")
             progress.advance(overall)
@@ -331,7 +483,7 @@ SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def check_suite_name(name, where: str = "--suite") -> str:
-    if not isinstance(name, str) or not SUITE_NAME.match(name):
+    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
         raise GenbenchError(f"{where}: suite name {name!r} must be a folder name of letters, digits, '.', '_' "
                             "and '-' (no path separators), e.g. quick-2024")
     return name

@@ -293,7 +293,8 @@ def test_a_crashed_trial_of_unknown_config_replaces_only_its_own_seed():
     crashed = row(1, "failed", "zzz", "")  # a worker that died records no config
     merged = merge_trials(published, [crashed])
     assert sorted((r["seed"], r["status"], r["config_hash"]) for r in merged) == [(0, "ok", "aaa"),
-                                                                                 (1, "failed", "aaa")]
+                                                                                 (1, "ok", "aaa")]
+    assert [r["status"] for r in merge_trials([row(1, "failed", "aaa", '{"hidden": 4}')], [crashed])] == ["failed"]
     changed = row(0, "ok", "bbb", '{"hidden": 8}')
     assert [r["seed"] for r in merge_trials(published, [changed])] == [0]  # a new config drops the old seeds
 

@@ -10,6 +10,14 @@ A metric that can tell its own value is not to be trusted (an estimator that has
 diagnostic that fails) says so with ``ctx.mark(column, reason)``: the value is kept in the record,
 and every table shows it marked, with the reason in the row's notes.  A finding about the whole row
 (its samples copy the training data) is ``ctx.warn(reason)``: such a row is flagged and never bold.
+
+The model contract is enforced once, where samples are drawn for evaluation (``EvalContext.samples``)
+and where exact log-likelihoods are computed: samples must be ``(n, *spec.shape)``, floating,
+finite and, for images, in [0, 1]; log-likelihoods ``(n,)`` and never NaN or +inf (-inf, zero
+density at a point, is an honest answer and is reported as such).  A violation raises
+:class:`ContractViolation`, which fails the whole trial with one line (the runner does not keep
+it as one metric's error): a model that breaks the contract has no trustworthy cell at all.
+The words are those of ``genbench check`` (:func:`genbench.check.sample_violation`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,27 @@ from genbench.profiles import Profile
 SAMPLE_CHUNK = 500  # samples drawn per call when a metric needs many
 
 
+class ContractViolation(GenbenchError):
+    """A model's output breaks the model contract during evaluation: the trial fails with this line."""
+
+
+def contract_violation(model: GenerativeModel, call: str, problem: tuple[str, str]) -> ContractViolation:
+    """The one line that fails a trial: the model, what was wrong, and the fix (check.py's words)."""
+    what, fix = problem
+    name = getattr(model, "name", "") or type(model).__name__
+    return ContractViolation(f"model {name!r} breaks the model contract in {call}: {what}; fix: {fix} "
+                             f"(`genbench check {name}` runs every contract check)")
+
+
+def enforce_sample_contract(model: GenerativeModel, x, n: int) -> None:
+    """Raise :class:`ContractViolation` unless ``x`` honours the contract of ``sample(n)``."""
+    from genbench.check import sample_violation  # check imports this module: imported when used
+
+    problem = sample_violation(x, n, model.spec)
+    if problem is not None:
+        raise contract_violation(model, "sample", problem)
+
+
 @contextmanager
 def evaluating(model: GenerativeModel) -> Iterator[GenerativeModel]:
     """The model in eval mode without gradients, its previous mode restored afterwards."""
@@ -41,16 +70,21 @@ def evaluating(model: GenerativeModel) -> Iterator[GenerativeModel]:
 
 
 def draw_samples(model: GenerativeModel, n: int, generator: torch.Generator,
-                 condition: torch.Tensor | None = None, device=None) -> torch.Tensor:
+                 condition: torch.Tensor | None = None, device=None, contract: bool = False) -> torch.Tensor:
     """``n`` samples in eval mode, drawn ``SAMPLE_CHUNK`` at a time, as float32 on the CPU.  With a
     ``condition`` (one row per sample), each chunk gets its rows on ``device``; without one,
-    ``sample`` is called without the argument."""
+    ``sample`` is called without the argument.  With ``contract``, every chunk as the model returned
+    it (before the conversion to float32) must honour the sample contract, else
+    :class:`ContractViolation` is raised."""
     out = []
     with evaluating(model):
         for start in range(0, n, SAMPLE_CHUNK):
             k = min(SAMPLE_CHUNK, n - start)
             kwargs = {} if condition is None else {"condition": condition[start : start + k].to(device)}
-            out.append(model.sample(k, generator=generator, **kwargs).detach().float().cpu())
+            x = model.sample(k, generator=generator, **kwargs)
+            if contract:
+                enforce_sample_contract(model, x, k)
+            out.append(x.detach().float().cpu())
     return torch.cat(out)
 
 
@@ -131,11 +165,12 @@ class EvalContext:
 
     def samples(self, n: int) -> torch.Tensor:
         """``n`` model samples (cached: FID, IS, KID and PR share one set), on the CPU.  A family
-        with a ``condition_key`` is sampled from the held-out inputs (``held_out_condition``)."""
+        with a ``condition_key`` is sampled from the held-out inputs (``held_out_condition``).  The
+        samples must honour the contract (see the module docstring), else the trial fails."""
         key = f"samples:{n}"
         if key not in self.memo:
             condition = held_out_condition(type(self.model), self.dataset, n)
-            self.memo[key] = draw_samples(self.model, n, self.generator(), condition, self.device)
+            self.memo[key] = draw_samples(self.model, n, self.generator(), condition, self.device, contract=True)
         return self.memo[key]
 
     def test_points(self, n: int | None = None) -> dict[str, torch.Tensor]:

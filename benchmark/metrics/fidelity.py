@@ -15,7 +15,6 @@ torch-fidelity's feature-level functions; nothing of the metrics is re-derived h
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metri
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from genbench.datasets import Dataset
-from genbench.features import Extractor, cache_dir, domain_extractor
+from genbench.features import Extractor, cache_dir, content_digest, domain_extractor, load_verified, save_verified
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability
 from genbench.profiles import Profile
@@ -48,17 +47,18 @@ class FeatureSet:
 
 
 def reference_features(dataset: Dataset, extractor: Extractor, split: str, limit: int) -> FeatureSet:
-    """Features of real data, computed once per (dataset, split, extractor, count) and cached."""
+    """Features of real data, computed once per (dataset, split, extractor, count) and cached in a
+    verified file (:func:`genbench.features.save_verified`: rebuilt when it does not match)."""
     x = dataset.split(split)["x"][:limit]
     path = cache_dir() / "reference" / f"{dataset.name}-{split}-{len(x)}-{extractor.fingerprint()}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return FeatureSet(blob["features"], blob["logits"])
+    producer = {"kind": "reference-features", "dataset": dataset.name, "split": split, "count": len(x),
+                "extractor": extractor.fingerprint(), "weights": extractor.weights_hash,
+                "images": content_digest({"x": x}, {})}
+    loaded = load_verified(path, producer, keys=("features", "logits"))
+    if loaded is not None:
+        return FeatureSet(loaded[0]["features"], loaded[0]["logits"])
     feats, logits = extractor.features(x)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"features": feats, "logits": logits}, tmp)
-    os.replace(tmp, path)
+    save_verified(path, {"features": feats, "logits": logits}, producer)
     return FeatureSet(feats, logits)
 
 

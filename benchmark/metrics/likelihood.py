@@ -3,6 +3,11 @@ posterior-gap metric (:mod:`genbench.metrics.posterior`) reports for latent-vari
 
 All image likelihoods are densities of uniformly dequantised data on [0, 1]^D (one dequantisation
 for every family, see ``DataSpec.dequantize``), reported in nats per example and in bits/dim.
+
+The exact log-likelihoods a model returns for evaluation must be one finite-or-minus-infinity value
+per point: NaN or +inf breaks the contract and fails the trial (:class:`genbench.metrics.ContractViolation`).
+-inf is legal: the model says a test point is impossible, so its NLL is +inf; the ``nll`` cell is
+then marked with how many test points got zero density, not left blank without a reason.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genbench.metrics import EvalContext, Metric
+from genbench.metrics import EvalContext, Metric, contract_violation
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
 
@@ -25,8 +30,21 @@ def dequantized_test(ctx: EvalContext) -> torch.Tensor:
 
 
 @torch.no_grad()
-def exact_log_likelihood(model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.log_likelihood(c).double().cpu() for c in x.split(LIKELIHOOD_CHUNK)])
+def exact_log_likelihood(model: GenerativeModel, x: torch.Tensor, contract: bool = False) -> torch.Tensor:
+    """``model.log_likelihood`` of ``x`` in chunks, float64 on the CPU.  With ``contract``, every chunk
+    as the model returned it must be ``(len(chunk),)`` log-densities without NaN or +inf, else
+    :class:`~genbench.metrics.ContractViolation` is raised (-inf, zero density, is allowed)."""
+    from genbench.check import log_likelihood_violation  # check imports genbench.metrics: imported when used
+
+    out = []
+    for c in x.split(LIKELIHOOD_CHUNK):
+        ll = model.log_likelihood(c)
+        if contract:
+            problem = log_likelihood_violation(ll, len(c), allow_zero_density=True)
+            if problem is not None:
+                raise contract_violation(model, "log_likelihood", problem)
+        out.append(ll.double().cpu())
+    return torch.cat(out)
 
 
 class ExactLikelihood(Metric):
@@ -44,9 +62,14 @@ class ExactLikelihood(Metric):
         # the points (and dequantisation noise) of the IWAE / AIS columns, so bpd compares across families
         x = dequantized_test(ctx)[: ctx.profile.ais_points]
         with evaluating(ctx.model):
-            ll = exact_log_likelihood(ctx.model, x)
+            ll = exact_log_likelihood(ctx.model, x, contract=True)
         out = {"nll": float(-ll.mean()), "nll_sem": float(ll.std() / math.sqrt(len(ll))),
                "bpd": ctx.dataset.spec.bits_per_dim(-ll.mean())}
+        impossible = int((ll == -math.inf).sum())
+        if impossible:  # legal, and not a number a table can show: say why the cells are infinite
+            for column in ("nll", "bpd", "nll_sem"):
+                ctx.mark(column, f"the model gives {impossible} of {len(ll)} test points zero density "
+                                 "(log p = -inf): the NLL is infinite")
         if ctx.dataset.log_density is not None:  # toy data: how far from the truth (KL(p||q) estimate)
             true_ll = ctx.dataset.log_density(x.double().cpu())
             out["nll_excess"] = float((true_ll - ll).mean())
