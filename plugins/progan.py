@@ -11,7 +11,6 @@ other ingredients, as published:
 
 * the WGAN-GP loss (Gulrajani et al. 2017) with lambda = 10 and the drift term
   epsilon_drift * E[D(x)^2], epsilon_drift = 0.001, keeping the critic's output near zero;
-  one critic step per generator step (n_critic = 1);
 * equalised learning rate (weights from N(0, 1), scaled at run time by He's constant), pixelwise
   feature normalisation after every 3x3 convolution of the generator (and of the latent), the
   minibatch standard deviation as an extra feature map before the critic's last block (whole
@@ -23,10 +22,13 @@ other ingredients, as published:
 * Adam with lr 0.001, beta1 0, beta2 0.99, epsilon 1e-8, its state reset when a stage begins
   (the authors' code resets it for every new level of detail).
 
-The schedule follows the budget, not epochs: with S stages each gets an equal share 1/S of the
-budget (``progress`` in ``train_step``); a stage after the first spends the first ``fade`` (one
-half) of its share fading in and the rest stabilising -- the paper's 800k images of fade-in
-followed by 800k of stabilisation, in units of budget.
+The schedule follows the budget, not epochs (``progress`` in ``train_step``): the last stage gets
+the share ``last_share`` (0.8) of the budget and the S - 1 stages before it split the rest equally; a
+stage after the first spends ``fade`` (one half) of such a share fading in -- the paper's 800k
+images of fade-in followed by 800k of stabilisation, in units of budget -- and the last stage,
+once faded in, trains for the rest of the budget, as the authors' released schedule keeps training
+at the final resolution.  ``last_share = 1 / S`` gives every stage an equal share; ``last_share =
+1`` trains the full network from the start, without growing (the paper's non-growing baseline).
 
 Scaled to the data and to a CPU budget of seconds: the paper grows 4x4 -> 1024x1024 with 512
 feature maps at low resolution; here the 8x8 digits grow 2x2 -> 4x4 -> 8x8 and MNIST, padded onto
@@ -34,13 +36,17 @@ a 32x32 canvas inside the model (generated images are cropped back to 28x28), gr
 4x4 -> 8x8 -> 16x16 -> 32x32.  The feature maps are 32 at the two lowest resolutions and halve
 per doubling above (``width``) and the latent has 128 dimensions (paper: 512): the gradient
 penalty's double backward pass makes a step about three times the cost of a plain GAN step.  The
-minibatch is the paper's 16.  The learning rate is 0.01 instead of 0.001: with the equalised
+minibatch is 32 (paper: 16; the authors' code uses larger ones at low resolution) and the critic
+takes two steps per generator step (``n_critic = 2``; paper: 1): with the raised learning rate
+below and one critic step, the critic falls behind the generator (its Wasserstein estimate turns
+negative) and training diverges on some seeds.  The learning rate is 0.01 instead of 0.001: with the equalised
 learning rate every weight is N(0, 1), so an Adam step changes each weight by about lr of its own
 scale -- the paper's 0.001 is sized for millions of images, and within the ~1000 steps a budget of
 seconds buys it leaves the networks near their initialisation (on the digits, FID about 950 after
-1000 steps at 0.001 against about 150 at 0.01).  The paper's running average of the generator's
-weights (decay 0.999, used for its figures) is left out: over ~1000 steps such an average would be
-dominated by the untrained early weights.
+1000 steps at 0.001 against about 150 at 0.01).  Samples come from the paper's running average of
+the generator's weights (``ema_decay``), with the decay scaled from the paper's 0.999 over some
+hundred thousand steps to 0.99 (a time constant of 100 steps) for the ~1000 steps a budget of
+seconds buys; ``ema_decay = 0`` samples from the generator itself.
 
 ``sample`` always returns full-resolution images: the current stage's output (blended if training
 ended during a fade-in), upsampled with nearest neighbour to the full canvas when training stopped
@@ -50,6 +56,7 @@ earlier stage at its own resolution, used by the family metric ``progan_stage_fi
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -80,17 +87,27 @@ class ProGANConfig:
     beta1: float = 0.0
     beta2: float = 0.99
     adam_eps: float = 1e-8
-    batch_size: int = 16
+    batch_size: int = 32  # paper: 16
     lambda_gp: float = 10.0
     eps_drift: float = 1e-3
-    fade: float = 0.5  # share of each stage (after the first) spent fading in the new blocks
+    n_critic: int = 2  # critic steps per generator step (paper: 1)
+    fade: float = 0.5  # share of a stage's unit (after the first) spent fading in the new blocks
+    last_share: float = 0.8  # share of the budget given to the last stage (1 / stages: equal shares)
+    ema_decay: float = 0.99  # running average of G's weights used for sampling (0: none)
 
 
-def schedule(progress: float, n_stages: int, fade: float = 0.5) -> tuple[int, float]:
-    """(stage, alpha) at ``progress``: equal shares of the budget per stage; alpha rises linearly
-    from 0 at a stage's start to 1 after ``fade`` of its share (the first stage has nothing to
-    fade in: alpha = 1)."""
-    p = min(max(float(progress), 0.0), 1.0) * n_stages
+def schedule(progress: float, n_stages: int, fade: float = 0.5, last: float | None = None) -> tuple[int, float]:
+    """(stage, alpha) at ``progress``.  The last stage gets the share ``last`` of the budget (equal
+    shares when None) and the stages before it split the rest equally; a stage after the first
+    fades in over ``fade`` of one such share, the last stage included, and alpha rises linearly
+    from 0 at the stage's start to 1 (the first stage has nothing to fade in: alpha = 1)."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    if n_stages == 1:
+        return 0, 1.0
+    if last is None:
+        p = progress * n_stages
+    else:  # in units of one earlier stage's share of the budget, (1 - last) / (n_stages - 1)
+        p = progress * (n_stages - 1) / (1.0 - last) if last < 1.0 else float(n_stages)
     stage = min(int(p), n_stages - 1)
     if stage == 0:
         return 0, 1.0
@@ -240,6 +257,16 @@ class ProGAN(GenerativeModel):
         if not 0.0 <= config.fade <= 1.0:
             raise GenbenchError(f"{self.name}: fade={config.fade} is the share of a stage spent fading in its "
                                 f"new blocks; pick a value in [0, 1] (the paper's schedule is 0.5)")
+        if not 0.0 < config.last_share <= 1.0:
+            raise GenbenchError(f"{self.name}: last_share={config.last_share} is the share of the budget given to "
+                                f"the last stage; pick a value in (0, 1] (1: no growing, the full network "
+                                f"from the start)")
+        if config.n_critic < 1:
+            raise GenbenchError(f"{self.name}: n_critic={config.n_critic} is the number of critic steps per "
+                                f"generator step; pick a whole number >= 1")
+        if not 0.0 <= config.ema_decay < 1.0:
+            raise GenbenchError(f"{self.name}: ema_decay={config.ema_decay} is the decay of the running average "
+                                f"of the generator's weights; pick a value in [0, 1) (0: sample from G itself)")
         self.size = canvas_size(spec, self.name)
         start = start_resolution(self.size)
         self.n_stages = doublings(start, self.size) + 1
@@ -249,6 +276,8 @@ class ProGAN(GenerativeModel):
         self.latent_dim = config.latent_dim
         self.generator = ProGenerator(config.latent_dim, channels, start, widths)
         self.discriminator = ProDiscriminator(channels, start, widths)
+        # the running average of G's weights that samples are drawn from (a copy of G when ema_decay = 0)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         # where training is (saved with the weights, so a resumed or loaded model samples the same)
         self.register_buffer("stage", torch.tensor(0))
         self.register_buffer("alpha", torch.tensor(1.0))
@@ -282,39 +311,51 @@ class ProGAN(GenerativeModel):
             opt.state = defaultdict(dict)
 
     def train_step(self, batch, progress):
-        stage, alpha = schedule(progress, self.n_stages, self.config.fade)
+        stage, alpha = schedule(progress, self.n_stages, self.config.fade, self.config.last_share)
         if stage != int(self.stage):
             self.enter_stage(stage)
         self.alpha.fill_(alpha)
         real = self.real_at(self.spec.dequantize(batch["x"]), stage, alpha)
-        z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
-        fake = self.generator(z, stage, alpha)
 
         def critic(x):
             return self.discriminator(x, stage, alpha)
 
-        # critic: E[D(fake)] - E[D(real)] + lambda * GP + eps_drift * E[D(real)^2]
-        d_real, d_fake = critic(real), critic(fake.detach())
-        wdist = d_real.mean() - d_fake.mean()
-        gp = gradient_penalty(critic, real, fake.detach())
-        drift = (d_real**2).mean()
-        d_loss = -wdist + self.config.lambda_gp * gp + self.config.eps_drift * drift
-        self.optimizers["d"].zero_grad()
-        d_loss.backward()
-        self.optimizers["d"].step()
+        for _ in range(self.config.n_critic):
+            z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
+            fake = self.generator(z, stage, alpha)
+            # critic: E[D(fake)] - E[D(real)] + lambda * GP + eps_drift * E[D(real)^2]
+            d_real, d_fake = critic(real), critic(fake.detach())
+            wdist = d_real.mean() - d_fake.mean()
+            gp = gradient_penalty(critic, real, fake.detach())
+            drift = (d_real**2).mean()
+            d_loss = -wdist + self.config.lambda_gp * gp + self.config.eps_drift * drift
+            self.optimizers["d"].zero_grad()
+            d_loss.backward()
+            self.optimizers["d"].step()
         # generator: maximise E[D(G(z))]
         g_loss = -critic(fake).mean()
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()
+        self.update_ema()
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "wdist": wdist.item(), "gp": gp.item(),
                 "stage": float(stage), "alpha": float(alpha)}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G, every weight (a plain copy when decay = 0)."""
+        decay = self.config.ema_decay
+        ema, live = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        if decay == 0.0:
+            torch._foreach_copy_(ema, live)
+        else:
+            torch._foreach_lerp_(ema, live, 1.0 - decay)
 
     # --- sampling -------------------------------------------------------------------------------
 
     def sample(self, n, generator=None, condition=None):
         z = randn((n, self.latent_dim), generator, self.device)
-        return self.to_full(self.generator(z, int(self.stage), float(self.alpha)))
+        return self.to_full(self.generator_ema(z, int(self.stage), float(self.alpha)))
 
     def selectable(self) -> bool:
         """Model selection (genbench.selection) compares only states of the full-resolution model,
@@ -329,7 +370,7 @@ class ProGAN(GenerativeModel):
             raise GenbenchError(f"{self.name}: stage {stage} was not reached in training (stages 0..{reached} "
                                 f"were, of 0..{self.n_stages - 1}); train with a larger budget")
         z = randn((n, self.latent_dim), generator, self.device)
-        return ((self.generator(z, stage, 1.0) + 1) / 2).clamp(0, 1)
+        return ((self.generator_ema(z, stage, 1.0) + 1) / 2).clamp(0, 1)
 
 
 # --- the family metric -------------------------------------------------------------------------

@@ -58,7 +58,10 @@ Adam with lr 2e-4 and beta1 0.5 for all networks, as in the authors' code.
 ``sample(n, generator, condition)`` needs key patches: ``condition`` is a tensor (n, K, C, s, s);
 ``complete(patches, generator)`` returns the image and the mask.  ``condition_key = "patches"``, so
 FID and the sample grid use held-out patches.  The family metric ``patch_completion`` reports, on
-the test images: ``mask_iou`` (the mask thresholded at 1/2 against the true mask);
+the test images: ``mask_iou`` (the mask thresholded where it best fits the validation images'
+true masks, ``mask_threshold``, against the test images' true masks; the chance mask below gets its
+threshold the same way, so neither side is held to a threshold the other is not) and
+``mask_iou_half`` (thresholded at 1/2);
 ``patch_fidelity`` (1 - mean absolute pixel difference between each input patch and the generated
 image at the window where it matches best -- the problem gives no positions, so a patch counts as
 kept wherever it reappears; pixels in [0, 1]); ``patch_fidelity_at_truth`` (the same at the patch's
@@ -345,11 +348,22 @@ def at_truth_error(images: torch.Tensor, patches: torch.Tensor, pos: torch.Tenso
     return (cut_patches(images, pos, patches.shape[-1]) - patches).abs().flatten(2).mean(2)
 
 
-def mask_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per image, IoU of ``pred > 1/2`` and ``truth > 1/2`` (1 when both are empty)."""
-    p, t = (pred > 0.5).flatten(1), (truth > 0.5).flatten(1)
+def mask_iou(pred: torch.Tensor, truth: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per image, IoU of ``pred > threshold`` and ``truth > 1/2`` (1 when both are empty)."""
+    p, t = (pred > threshold).flatten(1), (truth > 0.5).flatten(1)
     inter, union = (p & t).sum(1).double(), (p | t).sum(1).double()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+MASK_THRESHOLDS = tuple(i / 20 for i in range(1, 20))
+
+
+def best_threshold(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """The threshold of a soft mask with the highest mean IoU against ``truth`` (chosen on validation
+    images, so that the model's mask and the constant chance mask are both thresholded where they do
+    best, and neither on the test images)."""
+    scores = [float(mask_iou(pred, truth, t).mean()) for t in MASK_THRESHOLDS]
+    return MASK_THRESHOLDS[max(range(len(scores)), key=scores.__getitem__)]
 
 
 def best_constant_mask(train_masks: torch.Tensor) -> torch.Tensor:
@@ -368,7 +382,8 @@ class PatchCompletion(Metric):
     """Mask IoU and how unchanged the key patches come out (module docstring)."""
 
     name = "patch_completion"
-    columns = {"mask_iou": "higher", "mask_iou_chance": "none", "patch_fidelity": "higher",
+    columns = {"mask_iou": "higher", "mask_iou_half": "higher", "mask_threshold": "none",
+               "mask_iou_chance": "none", "patch_fidelity": "higher",
                "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "none",
                "patch_fidelity_at_truth_chance": "none"}
     needs = frozenset({Capability.PATCHES})
@@ -381,25 +396,35 @@ class PatchCompletion(Metric):
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile) -> str:
-        return (f"one completion per test image (test[:{profile.n_likelihood_points}]); IoU of mask > 1/2; "
+        return (f"one completion per test image (test[:{profile.n_likelihood_points}]); IoU of mask > t, t chosen "
+                f"on the validation images (mask_iou_half: t = 1/2); chance = the best constant mask; "
                 f"fidelity = 1 - mean |patch - best-matching window| (pixels in [0, 1]); chance = patches "
                 f"against the next real test image")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         test = {k: v.cpu() for k, v in ctx.test_points().items()}
+        n_val = min(ctx.profile.n_likelihood_points, len(ctx.dataset.split("val")[PATCHES_KEY]))
+        val = {k: v[:n_val].cpu() for k, v in ctx.dataset.split("val").items()}
         g = ctx.generator(offset=67)
         model = ctx.model
-        images, masks = [], []
-        with evaluating(model):
-            for chunk in test[PATCHES_KEY].split(SAMPLE_CHUNK):
-                img, mask = model.complete(chunk.to(ctx.device), generator=g)
-                images.append(img.float().cpu().clamp(0, 1))
-                masks.append(mask.float().cpu())
-        images, masks = torch.cat(images), torch.cat(masks)
+
+        def complete(patches):
+            images, masks = [], []
+            with evaluating(model):
+                for chunk in patches.split(SAMPLE_CHUNK):
+                    img, mask = model.complete(chunk.to(ctx.device), generator=g)
+                    images.append(img.float().cpu().clamp(0, 1))
+                    masks.append(mask.float().cpu())
+            return torch.cat(images), torch.cat(masks)
+
+        images, masks = complete(test[PATCHES_KEY])
+        threshold = best_threshold(complete(val[PATCHES_KEY])[1], val[MASK_KEY])
         patches = test[PATCHES_KEY]
         shuffled = torch.roll(test["x"], 1, 0)
         return {
-            "mask_iou": float(mask_iou(masks, test[MASK_KEY]).mean()),
+            "mask_iou": float(mask_iou(masks, test[MASK_KEY], threshold).mean()),
+            "mask_iou_half": float(mask_iou(masks, test[MASK_KEY]).mean()),
+            "mask_threshold": threshold,
             "mask_iou_chance": float(mask_iou(best_constant_mask(ctx.dataset.split("train")[MASK_KEY].cpu()),
                                               test[MASK_KEY]).mean()),
             "patch_fidelity": 1.0 - float(best_window_error(images, patches).mean()),

@@ -483,12 +483,13 @@ class CopyCompleter(PuzzleGAN):
 
 
 def test_patch_metric_is_perfect_for_the_true_images_and_masks(patches):
-    test = patches.split("test")
+    test, val = patches.split("test"), patches.split("val")  # the mask threshold is chosen on val
     model = build(CopyCompleter, patches)
-    model.images, model.masks = test["x"], test[MASK_KEY]
-    model.lookup = {p.numpy().tobytes(): i for i, p in enumerate(test[PATCHES_KEY])}
+    model.images, model.masks = torch.cat([test["x"], val["x"]]), torch.cat([test[MASK_KEY], val[MASK_KEY]])
+    model.lookup = {p.numpy().tobytes(): i for i, p in enumerate(torch.cat([test[PATCHES_KEY], val[PATCHES_KEY]]))}
     out = PatchCompletion().compute(EvalContext(model, patches, get_profile("quick"), 0, "cpu"))
     assert out["mask_iou"] == 1.0 and out["patch_fidelity"] == 1.0 and out["patch_fidelity_at_truth"] == 1.0
+    assert out["mask_iou_half"] == 1.0
     assert out["patch_fidelity_chance"] < 0.9 and out["patch_fidelity_at_truth_chance"] < 0.8
     assert 0.3 < out["mask_iou_chance"] < 0.7
     assert PatchCompletion().applies(PuzzleGAN, patches)[0]
