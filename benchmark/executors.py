@@ -41,9 +41,13 @@ it wrote), and a model that calls ``sys.exit`` fails its trial instead of ending
 
 Time limits are per phase of a trial: *setup* (loading data, building the model, reading a
 checkpoint) and *evaluation* get the evaluation allowance (``--eval-timeout``, by default by
-profile); *training* gets ``--trial-timeout``, by default derived from the budget (1.5 x a time
-budget + 2 minutes; a generous 12 hours for step and FLOP budgets, whose duration is not known in
-advance).  The Ray executor cannot see phases and applies their sum to the whole task.
+profile); *training* gets ``--trial-timeout``, by default derived from the budget: for a seconds
+budget on a CPU, 3 x the budget + 2 minutes of the worker's own CPU time (the budget counts CPU
+time, so a machine busy with other work stretches a trial's wall time without making it hang; a
+wall-clock backstop of ``WALL_BACKSTOP`` times that catches a trial that hangs without computing),
+elsewhere that many wall seconds; a generous 12 hours for step and FLOP budgets, whose duration is
+not known in advance.  An explicit ``--trial-timeout`` is wall time.  The Ray executor cannot see
+phases and applies their sum to the whole task.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ class Limits:
     eval_s: float
     train_flag: str = "--trial-timeout"
     eval_flag: str = "--eval-timeout"
+    train_cpu: bool = False  # the training limit counts the worker's CPU seconds (module docstring)
 
     def for_phase(self, phase: str) -> tuple[float, str]:
         if phase == "starting":
@@ -172,15 +177,30 @@ class Limits:
 
 
 def trial_limits(trial: Trial, options: ExecutorOptions) -> Limits:
+    train_cpu = False
     if options.trial_timeout is not None:
         train = float(options.trial_timeout)
     elif trial.budget.kind == "seconds":
-        # the budget counts the trial's own compute, so on a busy machine its wall time is longer
+        # the budget counts the trial's own compute, so on a busy machine its wall time is longer:
+        # on a CPU the limit counts the worker's CPU time too
         train = 3.0 * trial.budget.amount + 120.0
+        train_cpu = resolve_device(options.device).type == "cpu"
     else:
         train = STEP_BUDGET_TRAIN_LIMIT_S
     allowance = options.eval_timeout or EVAL_ALLOWANCE_S.get(trial.profile, DEFAULT_EVAL_ALLOWANCE_S)
-    return Limits(setup_s=float(allowance), train_s=train, eval_s=float(allowance))
+    return Limits(setup_s=float(allowance), train_s=train, eval_s=float(allowance), train_cpu=train_cpu)
+
+
+WALL_BACKSTOP = 10.0  # a CPU-time training limit also ends a trial past this many times it in wall time
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) from /proc, or None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -702,8 +722,29 @@ class _Worker:
         self.conn.send(job)
 
     def deadline(self) -> float:
+        """When to look again: the wall-clock limit, or in a second where the limit counts CPU time."""
         limit, _ = self.job.limits.for_phase(self.phase)
+        if self.phase == "train" and self.job.limits.train_cpu:
+            return time.monotonic() + 1.0
         return self.phase_started + limit
+
+    def set_phase(self, phase: str) -> None:
+        self.phase, self.phase_started = phase, time.monotonic()
+        self.phase_cpu = process_cpu_seconds(self.proc.pid) if phase == "train" else None
+
+    def overdue(self) -> str | None:
+        """Why the current phase is past its limit ("N s" of wall time or "N s of CPU time"), or None."""
+        limits = self.job.limits
+        limit, _ = limits.for_phase(self.phase)
+        wall = time.monotonic() - self.phase_started
+        if self.phase == "train" and limits.train_cpu and getattr(self, "phase_cpu", None) is not None:
+            cpu = process_cpu_seconds(self.proc.pid)
+            if cpu is not None:
+                if cpu - self.phase_cpu > limit:
+                    return f"{limit:g} s of CPU time"
+                return f"{WALL_BACKSTOP * limit:g} s (wall time, without using its CPU time)" \
+                    if wall > WALL_BACKSTOP * limit else None
+        return f"{limit:g} s" if wall > limit else None
 
     def kill(self) -> None:
         """End the worker and every process still in its process group (what its trial started)."""
@@ -785,7 +826,7 @@ class LocalExecutor:
             if kind == "ready":
                 w.ready = True
                 self.failed_starts = 0
-                w.phase, w.phase_started = "setup", time.monotonic()
+                w.set_phase("setup")
             elif kind == "fatal":
                 self.failed_starts += 1
                 self._retire(w)
@@ -795,7 +836,7 @@ class LocalExecutor:
                         yield pending.popleft(), Fault("worker", f"the worker process could not start: {value}")
                 return
             elif kind == "phase":
-                w.phase, w.phase_started = value, time.monotonic()
+                w.set_phase(value)
                 on_event(job, "phase", value)
             elif kind in ("progress", "metric"):
                 on_event(job, kind, value)
@@ -817,13 +858,13 @@ class LocalExecutor:
                 if self.failed_starts >= 2:  # the environment, not a trial, is broken: no endless respawns
                     while pending:
                         yield pending.popleft(), fault
-        elif w.job is not None and time.monotonic() > w.deadline():
-            limit, flag = w.job.limits.for_phase(w.phase)
+        elif w.job is not None and (late := w.overdue()) is not None:
+            _, flag = w.job.limits.for_phase(w.phase)
             job, phase = w.job, w.phase
             self._retire(w)
             where = {"starting": "while the worker started", "setup": "in setup (data, model, checkpoint)",
                      "train": "in training", "eval": "in evaluation"}.get(phase, f"in {phase}")
-            yield job, Fault("timeout", f"timed out after {limit:g} s {where} (limit: {flag})")
+            yield job, Fault("timeout", f"timed out after {late} {where} (limit: {flag})")
 
     def _retire(self, w: _Worker) -> None:
         w.job = None
