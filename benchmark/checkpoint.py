@@ -58,11 +58,15 @@ def atomic_torch_save(obj, path: Path) -> None:
     run after a kill) sees the previous complete file or the new complete file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- random number generators ---------------------------------------------------------------
@@ -153,6 +157,7 @@ class Checkpointer:
         self.next_fraction = every if 0 < every < 1 else math.inf
         self.resumed_from: dict | None = None  # usage at the restored checkpoint, for the record
         self.saved = 0
+        self.error: str | None = None  # why checkpoints stopped being written, if they did
 
     def load(self) -> dict | None:
         """The stored state for this trial, or None (missing, unreadable or foreign: warned)."""
@@ -219,7 +224,17 @@ class Checkpointer:
             "last_step_flops": float(meter._last_step_flops),
             "selection": None if selector is None else selector.state(),
         }
-        atomic_torch_save(state, self.path)
+        try:
+            atomic_torch_save(state, self.path)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+            # a checkpoint only makes a resume cheaper: a trial that cannot write one trains on without
+            self.error = f"checkpoints not written ({type(exc).__name__}: {str(exc).strip() or 'write failed'}); " \
+                         "the trial trained on, but an interruption would restart it"
+            self.next_fraction = math.inf
+            import warnings
+
+            warnings.warn(self.error, stacklevel=2)
+            return
         self.saved += 1
         self._advance(meter.progress())
 

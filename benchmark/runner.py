@@ -234,6 +234,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         record["timings"]["select_s"] = selector.seconds
         if checkpoint is not None and checkpoint.resumed_from is not None:
             record["resumed_from"] = checkpoint.resumed_from
+        if checkpoint is not None and checkpoint.error:
+            record["checkpoint_error"] = checkpoint.error
         if on_phase is not None:
             on_phase("eval")
         t1 = time.perf_counter()

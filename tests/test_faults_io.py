@@ -189,6 +189,22 @@ def test_a_failed_sample_grid_write_does_not_fail_the_trial(tmp_path, system_tmp
     assert "Traceback" not in out and leftovers(tmp_path) == []
 
 
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_trial(tmp_path, system_tmp, monkeypatch, capsys):
+    import genbench.checkpoint as checkpoint_mod
+
+    def full_disk(obj, path):  # what torch.save raises when the disk fills mid-file
+        raise RuntimeError("[enforce fail at inline_container.cc] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_torch_save", full_disk)
+    runs = tmp_path / "runs"
+    assert main([*run_argv(runs, "vae", steps=8), "--checkpoint-every", "0.25"]) == 0
+    out = capsys.readouterr().out
+    rec = records_by_model(runs)["vae"]
+    assert rec["status"] == "ok" and rec["used"]["steps"] == 8 and rec["metrics"]
+    assert rec["checkpoint_error"].startswith("checkpoints not written (RuntimeError")
+    assert "Traceback" not in out and leftovers(tmp_path) == []
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
