@@ -206,9 +206,16 @@ def test_progressive_gan_is_selected_among_full_resolution_states(manager, digit
     model = build(cls, digits)
     selector = Selector.for_trial(model, digits, "test")
     train(model, digits, Budget.parse("30steps"), 0, "cpu", selector=selector)
+    from genbench_plugins.progan import schedule
+
+    def full(progress):  # the last stage, faded in (alpha = 1)
+        return schedule(progress, model.n_stages, model.config.fade, model.config.last_share) == \
+            (model.n_stages - 1, 1.0)
+
     scored = [h for h in selector.history if h["value"] is not None]
-    assert scored and all(h["progress"] > 5 / 6 for h in scored)  # last stage, faded in (alpha = 1)
-    assert all("skipped" in h for h in selector.history if h["progress"] < 5 / 6)
+    assert scored and all(full(h["progress"]) for h in scored)
+    assert any(not full(h["progress"]) for h in selector.history)
+    assert all("skipped" in h for h in selector.history if not full(h["progress"]))
     assert int(model.stage) == model.n_stages - 1 and float(model.alpha) == 1.0
 
 
