@@ -111,7 +111,9 @@ def test_stability_calls_one_good_seed_in_three_unstable():
     rows = [row("good", s, fid=v) for s, v in enumerate((30.0, 34.0, 40.0))]
     rows += [row("flaky", s, fid=v) for s, v in enumerate((35.0, 300.0, 500.0))]
     rows += [row("broken", 0, fid=50.0), row("broken", 1, status="failed"), row("broken", 2, fid=55.0)]
+    rows += [row("precise", s, fid=v) for s, v in enumerate((0.5, 1.5, 1.0))]  # 3x apart, but by 1 FID
     table = {t["model"]: t for t in stability(rows)}
+    assert table["precise"]["verdict"] == "stable"
     assert table["good"]["verdict"] == "stable" and table["good"]["median"] == 34.0
     assert table["flaky"]["verdict"] == "unstable" and table["flaky"]["worst_over_best"] == pytest.approx(500 / 35)
     assert table["broken"]["verdict"] == "unstable" and table["broken"]["failed_seeds"] == 1
