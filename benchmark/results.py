@@ -214,6 +214,7 @@ def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
             rec = json.loads(path.read_text())
             if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
                 raise ValueError("not a genbench trial record")
+            check_record(rec)
         except (OSError, ValueError) as exc:
             try:
                 stat = path.stat()
@@ -230,6 +231,30 @@ def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
 
 
 _WARNED: set[tuple[str, int, int]] = set()
+
+# the keys every reader of a record relies on, with their types
+RECORD_KEYS = {"model": str, "dataset": str, "seed": int, "status": str, "trial_id": str, "budget": dict}
+
+
+def check_record(rec: dict) -> None:
+    """ValueError naming the first key a reader would trip over: a missing or mistyped key, a
+    budget without kind and amount, or a metric that is not a number (null stands for a value
+    that was measured but not finite)."""
+    for key, kind in RECORD_KEYS.items():
+        if key not in rec:
+            raise ValueError(f"the record has no {key!r}")
+        if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
+            raise ValueError(f"{key!r} is {type(rec[key]).__name__} {rec[key]!r}, not {kind.__name__}")
+    budget = rec["budget"]
+    if not isinstance(budget.get("kind"), str) or isinstance(budget.get("amount"), bool) \
+            or not isinstance(budget.get("amount"), int | float):
+        raise ValueError(f"'budget' {budget!r} needs a kind and a numeric amount")
+    metrics = rec.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise ValueError(f"'metrics' is {type(metrics).__name__}, not a table of numbers")
+    for name, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"metric {name!r} is {type(value).__name__} {value!r}, not a number")
 
 
 def ci95(values: list[float]) -> tuple[float, float]:

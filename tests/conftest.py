@@ -39,6 +39,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture()
+def one_thread_per_test():
+    """One torch thread in this test, and the count restored afterwards (for tests whose trials run
+    in this process and may change it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def manager():
     from genbench.manager import PluginManager

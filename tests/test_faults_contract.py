@@ -15,13 +15,7 @@ from genbench.cli import main
 from genbench.features import accuracy, content_digest, domain_extractor
 from genbench.metrics.fidelity import reference_features
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_test")
 
 
 @pytest.fixture()

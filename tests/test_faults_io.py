@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from genbench.budget import Budget
 from genbench.cli import main
@@ -30,12 +29,7 @@ SUITE = "test"
 BAD_NAMES = ["org/model", "../../evil", "/abs/model", "modèle", "Upper", "a\\b", "..", "x\n"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_test")
 
 
 @pytest.fixture()
@@ -486,3 +480,30 @@ def test_publish_drops_rows_no_record_backs_and_reports_non_numeric_metrics(old_
     assert seed0["trial_id"] == "vae--ring8--3steps--seed0--text" and seed0["hq_pct"] == ""
     board = pd.read_csv(out / SUITE / "ring8.csv")
     assert board.loc[0, "seeds"] == 2
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda r: r.pop("dataset"), "has no 'dataset'"),
+    (lambda r: r.update(seed="0"), "'seed' is str"),
+    (lambda r: r["metrics"].update(nll="oops"), "metric 'nll' is str"),
+    (lambda r: r.update(budget={"kind": "steps"}), "numeric amount"),
+])
+def test_a_record_with_missing_keys_or_wrong_types_is_skipped_with_one_line(tmp_path, damage, words, capsys,
+                                                                           monkeypatch):
+    runs = tmp_path / "runs"
+    assert main(run_argv(runs, "vae", "gan")) == 0
+    path = next((runs / "test" / "trials").glob("gan--*.json"))
+    rec = json.loads(path.read_text())
+    damage(rec)
+    path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=words):
+        assert main(["leaderboard", "--suite", "test", "--runs-dir", str(runs)]) == 0
+    import genbench.results as results_mod
+
+    monkeypatch.setattr(results_mod, "_WARNED", set())  # a file version is reported once per process
+    with pytest.warns(UserWarning, match=words):
+        published = publish(runs, tmp_path / "out")
+    assert {r["model"] for table in published.trials.values() for r in table.rows} == {"vae"}
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and "vae" in out
