@@ -1155,7 +1155,20 @@ def _drop_stale_plots(out_dir: Path, keep: list[Path]) -> None:
 def cmd_publish(args, manager, console) -> int:
     from rich.text import Text
 
-    result = publish(Path(args.runs_dir), Path(args.out), args.suite, manager)
+    from genbench.results import write_error
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise GenbenchError(f"--out {args.out!r} is a file, not a folder; give the folder of the published "
+                            "leaderboards (default leaderboards)")
+    try:
+        result = publish(Path(args.runs_dir), out, args.suite, manager)
+    except OSError as exc:  # the runs folder's records are untouched: publishing again after the fix is safe
+        where = exc.filename or out
+        raise GenbenchError(f"{write_error(exc, where)}: the leaderboards were not all written; "
+                            "free space or make that folder writable (or give another --out) and run `genbench "
+                            "publish` again (the records in "
+                            f"{args.runs_dir} are unchanged)") from None
     for line in result.warnings:
         console.print(Text("warning: " + line, style="yellow"))
     for (suite, dataset), board in sorted(result.boards.items()):

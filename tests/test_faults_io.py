@@ -507,3 +507,23 @@ def test_a_record_with_missing_keys_or_wrong_types_is_skipped_with_one_line(tmp_
     assert {r["model"] for table in published.trials.values() for r in table.rows} == {"vae"}
     out = capsys.readouterr().out
     assert "Traceback" not in out and "vae" in out
+
+
+def test_publishing_into_a_file_or_an_unwritable_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    assert main(run_argv(runs, "vae")) == 0
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    capsys.readouterr()
+    assert main(["publish", "--runs-dir", str(runs), "--out", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().out
+    import genbench.publish as publish_mod
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out"))
+
+    monkeypatch.setattr(publish_mod, "_write_if_changed", read_only)
+    assert main(["publish", "--runs-dir", str(runs), "--out", str(tmp_path / "out")]) == 2
+    out = flat(capsys.readouterr().out)
+    assert "read-onlyfilesystem" in out and "run`genbenchpublish`again" in out and "Traceback" not in out
+    assert records_by_model(runs)["vae"]["status"] == "ok"
