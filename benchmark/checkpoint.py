@@ -158,6 +158,7 @@ class Checkpointer:
         self.resumed_from: dict | None = None  # usage at the restored checkpoint, for the record
         self.saved = 0
         self.error: str | None = None  # why checkpoints stopped being written, if they did
+        self.discarded: str | None = None  # why a checkpoint found on disk was not resumed from
 
     def load(self) -> dict | None:
         """The stored state for this trial, or None (missing, unreadable or foreign: warned)."""
@@ -169,12 +170,15 @@ class Checkpointer:
                 raise ValueError("not a genbench checkpoint of this version")
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
-            warnings.warn(f"ignoring checkpoint {self.path}: {type(exc).__name__}: {first}; the trial starts "
-                          "from the beginning", stacklevel=2)
+            self.discarded = (f"ignoring checkpoint {self.path.name}: {type(exc).__name__}: {first}; the trial "
+                              "started from the beginning")
+            warnings.warn(self.discarded, stacklevel=2)
             return None
         if blob.get("key") != self.key:
-            warnings.warn(f"ignoring checkpoint {self.path}: it belongs to another configuration "
-                          f"(hash {blob.get('key')!r}, this trial {self.key!r})", stacklevel=2)
+            self.discarded = (f"ignoring checkpoint {self.path.name}: it belongs to another configuration "
+                              f"(hash {blob.get('key')!r}, this trial {self.key!r}); the trial started from the "
+                              "beginning")
+            warnings.warn(self.discarded, stacklevel=2)
             return None
         return blob
 

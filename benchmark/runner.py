@@ -236,6 +236,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
             record["resumed_from"] = checkpoint.resumed_from
         if checkpoint is not None and checkpoint.error:
             record["checkpoint_error"] = checkpoint.error
+        if checkpoint is not None and checkpoint.discarded:
+            record["checkpoint_discarded"] = checkpoint.discarded  # in the record, not only the worker log
         if on_phase is not None:
             on_phase("eval")
         t1 = time.perf_counter()

@@ -154,16 +154,17 @@ def test_unreadable_or_foreign_checkpoints_are_ignored_with_a_warning(manager, r
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"\x80\x04 truncated")
     ckpt = Checkpointer(path, "mine", 0.5)
-    with pytest.warns(UserWarning, match="ignoring checkpoint .*starts from the beginning"):
+    with pytest.warns(UserWarning, match="ignoring checkpoint .*started from the beginning"):
         usage, _ = train(build(cls, ring8), ring8, Budget.parse("4steps"), 0, "cpu", checkpoint=ckpt)
     assert ckpt.resumed_from is None and usage.steps == 4
+    assert ckpt.discarded.startswith("ignoring checkpoint ckpt.pt")  # the runner copies it into the record
 
     # a checkpoint written for another configuration (the file now holds the 50% state of "mine")
     assert torch.load(path, weights_only=True)["key"] == "mine"
     other = Checkpointer(path, "theirs", 0.5)
     with pytest.warns(UserWarning, match="belongs to another configuration"):
         train(build(cls, ring8), ring8, Budget.parse("4steps"), 0, "cpu", checkpoint=other)
-    assert other.resumed_from is None
+    assert other.resumed_from is None and "another configuration" in other.discarded
 
 
 def metrics_by_trial(suite_dir):
