@@ -397,7 +397,7 @@ def trial_row(rec: dict, setup: str, defaults: dict[str, dict], notes: list[str]
         "marks": dumps_marks(rec.get("marks") or {}), "warnings": dumps_warnings(rec.get("warnings") or []),
         "selection": json.dumps(rec["selection"], sort_keys=True, default=str) if rec.get("selection") else "",
     }
-    for name, value in (rec.get("metrics") or {}).items():
+    for name, value in {**(rec.get("metrics") or {}), **(rec.get("invalid_metrics") or {})}.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             row[name] = float(value)
         elif value is None:  # measured but not finite (the record stores NaN as null): an empty cell

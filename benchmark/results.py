@@ -204,7 +204,6 @@ def recover_unsaved(runs_dir: Path, suite: str) -> tuple[list[str], list[str]]:
 def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
     """Every readable record under ``runs_dir`` (one suite, or all).  Unreadable or foreign files
     are skipped with a warning, never fatal: one corrupt file must not hide the other results."""
-    import warnings
 
     runs_dir = Path(runs_dir)
     pattern = f"{suite}/trials/*.json" if suite else "*/trials/*.json"
@@ -215,22 +214,30 @@ def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
             if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
                 raise ValueError("not a genbench trial record")
             check_record(rec)
+            for line in set_aside_invalid_metrics(rec):
+                _warn_once(path, f"{path}: {line}")
         except (OSError, ValueError) as exc:
-            try:
-                stat = path.stat()
-                seen = (str(path), stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                seen = (str(path), -1, -1)
-            if seen not in _WARNED:  # one run reads the folder several times: say it once per file version
-                _WARNED.add(seen)
-                warnings.warn(f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.",
-                              stacklevel=2)
+            _warn_once(path, f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.")
             continue
         records.append(rec)
     return records
 
 
-_WARNED: set[tuple[str, int, int]] = set()
+_WARNED: set[tuple[str, int, int, str]] = set()
+
+
+def _warn_once(path: Path, text: str) -> None:
+    """One run reads the folder several times: say each thing once per file version."""
+    import warnings
+
+    try:
+        stat = path.stat()
+        seen = (str(path), stat.st_size, stat.st_mtime_ns, text)
+    except OSError:
+        seen = (str(path), -1, -1, text)
+    if seen not in _WARNED:
+        _WARNED.add(seen)
+        warnings.warn(text, stacklevel=3)
 
 # the keys every reader of a record relies on, with their types
 RECORD_KEYS = {"model": str, "dataset": str, "seed": int, "status": str, "trial_id": str, "budget": dict}
@@ -252,9 +259,18 @@ def check_record(rec: dict) -> None:
     metrics = rec.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise ValueError(f"'metrics' is {type(metrics).__name__}, not a table of numbers")
-    for name, value in metrics.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ValueError(f"metric {name!r} is {type(value).__name__} {value!r}, not a number")
+
+
+def set_aside_invalid_metrics(rec: dict) -> list[str]:
+    """Metric values that are not numbers (null stands for a measured, non-finite value) moved from
+    ``metrics`` to ``invalid_metrics``, so every reader sees numbers only; one line per value."""
+    metrics = rec.get("metrics") or {}
+    bad = {k: v for k, v in metrics.items()
+           if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))}
+    if bad:
+        rec["metrics"] = {k: v for k, v in metrics.items() if k not in bad}
+        rec["invalid_metrics"] = bad
+    return [f"metric {k!r} is {type(v).__name__} {v!r}, not a number: left out" for k, v in bad.items()]
 
 
 def ci95(values: list[float]) -> tuple[float, float]:

@@ -485,7 +485,6 @@ def test_publish_drops_rows_no_record_backs_and_reports_non_numeric_metrics(old_
 @pytest.mark.parametrize("damage, words", [
     (lambda r: r.pop("dataset"), "has no 'dataset'"),
     (lambda r: r.update(seed="0"), "'seed' is str"),
-    (lambda r: r["metrics"].update(nll="oops"), "metric 'nll' is str"),
     (lambda r: r.update(budget={"kind": "steps"}), "numeric amount"),
 ])
 def test_a_record_with_missing_keys_or_wrong_types_is_skipped_with_one_line(tmp_path, damage, words, capsys,
@@ -507,6 +506,21 @@ def test_a_record_with_missing_keys_or_wrong_types_is_skipped_with_one_line(tmp_
     assert {r["model"] for table in published.trials.values() for r in table.rows} == {"vae"}
     out = capsys.readouterr().out
     assert "Traceback" not in out and "vae" in out
+
+
+def test_a_string_metric_is_left_out_with_one_line_and_the_record_kept(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(run_argv(runs, "vae")) == 0
+    path = next((runs / "test" / "trials").glob("vae--*.json"))
+    rec = json.loads(path.read_text())
+    rec["metrics"]["nll"] = "oops"
+    path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="metric 'nll' is str 'oops', not a number: left out"):
+        assert main(["leaderboard", "--suite", "test", "--runs-dir", str(runs)]) == 0
+    assert "vae" in capsys.readouterr().out
+    (loaded,) = load_records(runs, "test")
+    assert "nll" not in loaded["metrics"] and loaded["invalid_metrics"] == {"nll": "oops"}
 
 
 def test_publishing_into_a_file_or_an_unwritable_folder_is_one_line(tmp_path, monkeypatch, capsys):
