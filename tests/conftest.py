@@ -66,6 +66,14 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def four():
+    """digits dealt to four unpaired domains (the StarGAN task set)."""
+    from genbench_plugins.domains import load_digits_domains
+
+    return load_digits_domains()
+
+
+@pytest.fixture(scope="session")
 def ring8():
     from genbench.datasets import load_ring8
 

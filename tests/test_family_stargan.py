@@ -5,21 +5,7 @@ import torch
 from conftest import build
 
 from genbench.errors import GenbenchError
-from genbench_plugins.domains import load_digits_domains
 from genbench_plugins.stargan import StarGAN, StarGenerator
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def four():
-    return load_digits_domains()
 
 
 @pytest.mark.parametrize("n_down", [0, 1, 2])

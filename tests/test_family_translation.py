@@ -32,9 +32,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def four():
-    return load_digits_domains()
 
 
 @pytest.fixture(scope="module")
