@@ -194,12 +194,22 @@ def trial_limits(trial: Trial, options: ExecutorOptions) -> Limits:
 WALL_BACKSTOP = 10.0  # a CPU-time training limit also ends a trial past this many times it in wall time
 
 
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after "pid (comm)": state, ppid, ... (None where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (all its threads) from /proc, or None where unreadable."""
+    fields = proc_stat(pid)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError):
         return None
 
 
@@ -253,11 +263,10 @@ def descendants(pid: int | None = None) -> list[int]:
     for name in entries:
         if not name.isdigit():
             continue
+        fields = proc_stat(name)
         try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # after "pid (comm) state"
-        except (OSError, ValueError, IndexError):
+            ppid = int(fields[1])
+        except (TypeError, ValueError, IndexError):
             continue
         children[ppid].append(int(name))
     out, todo = [], list(children.get(root, []))

@@ -203,21 +203,13 @@ def accuracy(model: DomainClassifier, x: torch.Tensor, y: torch.Tensor) -> float
 _MEMO: dict[tuple, Extractor] = {}
 
 
-def data_fingerprint(dataset: Dataset) -> str:
-    """A short hash of the training images and labels."""
-    train = dataset.split("train")
+def data_fingerprint(dataset: Dataset, split: str = "train") -> str:
+    """A short hash of one split's images and labels (train: what the classifier learns from;
+    test: what its held-out accuracy is measured on)."""
+    data = dataset.split(split)
     h = hashlib.sha256()
     for key in ("x", "y"):
-        h.update(train[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def test_fingerprint(dataset: Dataset) -> str:
-    """A short hash of the held-out (test) images and labels the accuracy is measured on."""
-    test = dataset.split("test")
-    h = hashlib.sha256()
-    for key in ("x", "y"):
-        h.update(test[key].detach().cpu().contiguous().numpy().tobytes())
+        h.update(data[key].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -258,7 +250,7 @@ def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor
     path = cache_dir() / "extractors" / f"domain-classifier-v{CLASSIFIER_VERSION}-{content}-seed{seed}.pt"
     num_classes = int(spec.num_classes or int(dataset.split("train")["y"].max()) + 1)
     producer = {"kind": "domain-classifier", "version": CLASSIFIER_VERSION, "train_data": content,
-                "test_data": test_fingerprint(dataset), "seed": seed, "in_channels": int(spec.shape[0]),
+                "test_data": data_fingerprint(dataset, "test"), "seed": seed, "in_channels": int(spec.shape[0]),
                 "num_classes": num_classes}
     model = DomainClassifier(spec.shape[0], num_classes)
     acc = _load_classifier(path, producer, model, dataset)
