@@ -338,7 +338,7 @@ def cmd_repro(args, manager: PluginManager, console: Console) -> int:
                   f"{len(trials)} trials, profile {args.profile}, results in {runs / REPRO_SUITE}")
     records = run_suite(manager, trials, runs, REPRO_SUITE, device=args.device, rerun=args.rerun,
                         console=console, options=options)
-    everything = load_records(runs, REPRO_SUITE)
+    everything = [dict(r, suite=REPRO_SUITE) for r in load_records(runs, REPRO_SUITE)]
     show_leaderboard(console, everything, sorted({t.dataset for t in trials}), metric_directions(manager))
     families = {n: manager.models.get(n).family for n in manager.models}
     table = Table(title="paper vs genbench", show_lines=False)

@@ -182,16 +182,11 @@ def plan_repro_trials(manager, claims: list[Claim], profile: str = "quick") -> l
 
 
 def record_rows(records: list[dict]) -> list[dict]:
-    """Records as flat rows (the shape of a published per-trial CSV row), the newest per trial."""
-    newest = {}
-    for rec in sorted(records, key=lambda r: r.get("finished") or ""):
-        b = rec["budget"]
-        row = {"model": rec["model"], "dataset": rec["dataset"], "budget_kind": b["kind"],
-               "budget_amount": float(b["amount"]), "seed": int(rec["seed"]), "status": rec["status"],
-               "config": rec.get("config") or {}, "samples": "", "reason": rec.get("reason") or ""}
-        row.update({k: v for k, v in (rec.get("metrics") or {}).items() if isinstance(v, int | float)})
-        newest[(row["model"], row["dataset"], b["kind"], row["budget_amount"], row["seed"])] = row
-    return list(newest.values())
+    """Records as the rows of a published per-trial CSV: the newest setup of each row, one record
+    per seed (publish's own selection and flattening)."""
+    from genbench.publish import select_records, trial_row
+
+    return [trial_row(rec, setup, {}) for picked in select_records(records).values() for rec, setup in picked]
 
 
 def _config_of(row: dict) -> dict:
@@ -378,20 +373,14 @@ def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
         index=False, float_format="%.6g")
 
 
-def _md(text) -> str:
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
-
-
-def _fmt(value) -> str:
-    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4g}"
-
-
 def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, families: dict | None = None,
                  claims: list[Claim] | None = None) -> tuple[list[str], list[Path]]:
     """The reproduction table (for the ``repro`` suite) and the stability table and figure (for a
     suite with two or more seeds of a row), written beside the suite's CSVs with ``write(path, text)``;
     returns the README lines and the files written."""
     from urllib.parse import quote
+
+    from genbench.publish import _num, md_text
 
     def link(path: Path) -> str:
         return quote(path.relative_to(out_dir).as_posix())
@@ -416,13 +405,14 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, 
                   "reason | protocol | samples |",
                   "|:--|:--|:--|:--|:--|:--|--:|--:|:--|:--|:--|:--|"]
         for r in table:
-            ours = _fmt(r["genbench"]) + (f" ± {_fmt(r['genbench_ci95'])}" if r["genbench_ci95"] is not None else "")
-            grid = (f"![{_md(r['model'])}]({quote(str(Path(suite_dir.name) / r['samples']))})"
+            ours = _num(r["genbench"]) + (f" ± {_num(r['genbench_ci95'])}" if r["genbench_ci95"] is not None else "")
+            grid = (f"![{md_text(r['model'])}]({quote(str(Path(suite_dir.name) / r['samples']))})"
                     if r.get("samples") and (suite_dir / r["samples"]).exists() else "")
-            lines.append(f"| {_md(r['family'])} | {_md(r['model'])} | {_md(r['dataset'])} | {_md(r['budget'])} | "
-                         f"{_md(r['claim'])} ({_md(r['source'])}) | {_md(r['figure'])} | "
-                         f"{_fmt(r['paper']) or 'qualitative'} | {ours} | **{r['verdict']}** | {_md(r['reason'])} | "
-                         f"{_md(r['protocol'])} | {grid} |")
+            cells = [*(md_text(r[k]) for k in ("family", "model", "dataset", "budget")),
+                     f"{md_text(r['claim'])} ({md_text(r['source'])})", md_text(r["figure"]),
+                     _num(r["paper"]) or "qualitative", ours, f"**{r['verdict']}**", md_text(r["reason"]),
+                     md_text(r["protocol"]), grid]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     table = stability(trial_rows)
     if table and max(len(t["per_seed"].split(" / ")) for t in table) >= 3:
@@ -443,7 +433,8 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, 
                   "| dataset | model | budget | metric | per seed | worst / best | verdict |",
                   "|:--|:--|:--|:--|:--|--:|:--|"]
         for t in table:
-            lines.append(f"| {_md(t['dataset'])} | {_md(t['model'])} | {_md(t['budget'])} | {t['metric']} | "
-                         f"{t['per_seed']} | {_fmt(t['worst_over_best'])} | {t['verdict']} |")
+            cells = [*(md_text(t[k]) for k in ("dataset", "model", "budget")), t["metric"], t["per_seed"],
+                     _num(t["worst_over_best"]), t["verdict"]]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines, files
