@@ -264,31 +264,12 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
 MAX_SEEDS = 1000  # more is a typo (a suite of that many trials per model would run for weeks)
 
 
-def check_device(name: str) -> str:
-    """auto | cpu | cuda | cuda:N, and a CUDA device only where one is present: checked before any
-    trial starts, so a typo costs one line instead of a suite of failed trials."""
-    import re
-
-    import torch
-
-    if name in ("auto", "cpu"):
-        return name
-    m = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if not m:
-        raise GenbenchError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise GenbenchError(f"--device {name}: no CUDA device is available here; use --device cpu (or auto)")
-    index = int(m.group(1) or 0)
-    if index >= torch.cuda.device_count():
-        raise GenbenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                            f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    return name
-
-
 def check_run_args(args) -> None:
     """The flags of `genbench run` that no later step checks: device, runs folder, seed count, and
     repeated --model/--dataset names (kept once: the same trial twice would share its files)."""
-    check_device(args.device)
+    from genbench.runner import resolve_device
+
+    resolve_device(args.device)
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
         raise GenbenchError(f"--runs-dir {args.runs_dir!r} is a file, not a folder; give a folder "

@@ -85,8 +85,24 @@ class Trial:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto | cpu | cuda | cuda:N, a CUDA device only where one is present (GenbenchError naming
+    the fix otherwise), so a typo costs one line before any trial starts."""
+    import re
+
+    from genbench.errors import GenbenchError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(name))
+    if not m:
+        raise GenbenchError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise GenbenchError(f"--device {name}: no CUDA device is available here; use --device cpu (or auto)")
+    count = torch.cuda.device_count()
+    if int(m.group(1) or 0) >= count:
+        raise GenbenchError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     return torch.device(name)
 
 
