@@ -832,6 +832,15 @@ class _Worker:
         self.kill()
 
 
+def _next_free(pending: collections.deque, held: Callable[[TrialJob], bool] | None) -> TrialJob | None:
+    """Take the first job of ``pending`` that is not held (None when every one is)."""
+    for i, job in enumerate(pending):
+        if held is None or not held(job):
+            del pending[i]
+            return job
+    return None
+
+
 class LocalExecutor:
     """Trials in a pool of long-lived worker processes that the runner replaces when they die or hang."""
 
@@ -850,7 +859,11 @@ class LocalExecutor:
     def _spawn(self, slot: int) -> _Worker:
         return _Worker(self.ctx, slot, self.options, self.log_dir / f"worker-{slot}.log", self.threads)
 
-    def run(self, jobs: list[TrialJob], on_event: EventHandler = _no_events) -> Iterator[Result]:
+    def run(self, jobs: list[TrialJob], on_event: EventHandler = _no_events,
+            held: Callable[[TrialJob], bool] | None = None) -> Iterator[Result]:
+        """Run ``jobs`` in order on the pool.  A job for which ``held(job)`` is true is passed over
+        for the next one that is not, and waits (workers are started meanwhile) until it is not:
+        e.g. trials that need a feature extractor while it is built beside the first trials."""
         pending = collections.deque(jobs)
         try:
             while True:
@@ -859,9 +872,11 @@ class LocalExecutor:
                         w.kill()
                         self.workers[slot] = w = None
                     if pending and (w is None or w.job is None):
+                        job = _next_free(pending, held)
                         if w is None:
                             self.workers[slot] = w = self._spawn(slot)
-                        job = pending.popleft()
+                        if job is None:
+                            continue  # everything left is held: the worker waits, started
                         on_event(job, "start", None)
                         try:
                             w.assign(job)
@@ -869,8 +884,12 @@ class LocalExecutor:
                             pass  # the worker died already: noticed below like any other death
                 busy = [w for w in self.workers if w is not None and w.job is not None]
                 if not busy:
-                    return
-                timeout = max(0.0, min(min(w.deadline() for w in busy) - time.monotonic(), 1.0))
+                    if not pending:
+                        return
+                    time.sleep(0.1)  # every job left is held and no trial is running
+                    continue
+                waiting = held is not None and any(held(j) for j in pending)
+                timeout = max(0.0, min(min(w.deadline() for w in busy) - time.monotonic(), 0.2 if waiting else 1.0))
                 wait_for([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
                 for w in busy:
                     yield from self._service(w, on_event, pending)

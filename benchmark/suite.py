@@ -23,6 +23,8 @@ import json
 import os
 import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -264,9 +266,25 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
                       "last run wrote them)", "dim")
         return records
 
-    # The floor rows first: they train and cache each image dataset's feature extractor once,
-    # before any worker needs it (workers in parallel would each train it).
-    reference_rows(manager, trials, data, suite, torch_device, out_dir, console, records)
+    jobs = dispatch_order(jobs, manager, load_records(runs_dir, suite) if jobs else [])
+    # The reference rows train and cache each image dataset's feature extractor once, before any
+    # trial on that dataset starts (workers in parallel would each train it).  With the local pool
+    # they are built beside the trials that need no extractor (the 2-D sets), so no core waits.
+    image_sets = {t.dataset for t in trials if manager.datasets.get(t.dataset).kind == "image"}
+    overlap = options.kind == "local" and any(j.trial.dataset not in image_sets for j in jobs) and bool(image_sets)
+    references_built = threading.Event()
+
+    def build_references() -> None:
+        try:
+            reference_rows(manager, trials, data, suite, torch_device, out_dir, console, records)
+        finally:
+            references_built.set()
+
+    builder = threading.Thread(target=build_references, name="genbench-references", daemon=True)
+    if overlap:
+        builder.start()
+    else:
+        build_references()
 
     said: set[str] = set()
     if jobs:
@@ -275,9 +293,19 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
         try:
             executor = make_executor(options, manager, out_dir / "logs", datasets=data.built)
             try:
-                _run_jobs(executor, jobs, manager, torch_device, console, records, unsaved)
+                held = (lambda job: job.trial.dataset in image_sets and not references_built.is_set()) if overlap \
+                    else None
+                t0 = time.perf_counter()
+                busy = _run_jobs(executor, jobs, manager, torch_device, console, records, unsaved, held=held)
+                wall = time.perf_counter() - t0
+                slots = 1 if options.kind == "inline" else getattr(executor, "slots", None) or options.workers or 1
+                if wall > 0:
+                    _say(console, f"workers busy {100 * busy / (wall * slots):.0f}% of the run "
+                                  f"({busy:.0f} trial-seconds in {wall:.0f} s on {slots} worker(s))", "dim")
             finally:
                 executor.close()
+                if overlap:
+                    builder.join()
         except OSError as exc:  # the executor itself could not write (a worker log, a sample grid)
             where = Path(exc.filename) if exc.filename else out_dir
             failure = GenbenchError(f"{write_error(exc, where)}: the run stopped; every result finished before is "
@@ -419,16 +447,48 @@ def reference_rows(manager, trials, data, suite, device, out_dir, console, recor
                 console.print(f"[yellow]reference row for {ds_name} not computed: {type(exc).__name__}: {exc}")
 
 
+def dispatch_order(jobs: list[TrialJob], manager: PluginManager, history: list[dict]) -> list[TrialJob]:
+    """The longest trials first, so that the short ones fill the end of the run and no worker sits
+    idle while the last long trial finishes.  A trial's length is its budget (for a seconds budget)
+    plus its evaluation time: the mean ``eval_s`` of earlier records of the same model, dataset and
+    profile in the suite, else a guess from what it is scored by (images cost more than 2-D points;
+    a decoder or a latent code adds the likelihood estimators)."""
+    seen: dict[tuple, list[float]] = {}
+    for r in history:
+        timings = r.get("timings") if isinstance(r, dict) else None
+        eval_s = timings.get("eval_s") if isinstance(timings, dict) else None
+        if isinstance(eval_s, (int, float)):
+            seen.setdefault((r.get("model"), r.get("dataset"), r.get("profile")), []).append(float(eval_s))
+
+    def length(job: TrialJob) -> float:
+        t = job.trial
+        budget = t.budget.amount if t.budget.kind == "seconds" else 0.0
+        past = seen.get((t.model, t.dataset, t.profile))
+        if past:
+            return budget + sum(past) / len(past)
+        caps = set(manager.models.get(t.model).capabilities)
+        image = manager.datasets.get(t.dataset).kind == "image"
+        return budget + (4.0 if image else 1.0) * (1 + len(caps & {"decoder", "latent", "log_likelihood"}))
+
+    return sorted(jobs, key=lambda j: (-length(j), j.index))
+
+
 def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, console: Console,
-              records: list[dict], unsaved: list[tuple[dict, str]] | None = None) -> None:
+              records: list[dict], unsaved: list[tuple[dict, str]] | None = None, held=None) -> float:
+    """Run ``jobs`` with a progress display; returns the trial-seconds the workers were busy (from
+    each trial's start to its result)."""
     columns = (TextColumn("{task.description:<44}"), BarColumn(), TaskProgressColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("suite", total=len(jobs), info="")
         tasks: dict[int, int] = {}
 
+        started: dict[int, float] = {}
+        busy = 0.0
+
         def on_event(job: TrialJob, kind: str, value) -> None:
             if kind == "start":
+                started[job.index] = time.perf_counter()
                 manager.hook.trial_started(trial=job.trial)
                 label = f"{job.trial.model} / {job.trial.dataset} / seed {job.trial.seed}"
                 tasks[job.index] = progress.add_task(label, total=1.0, info="starting")
@@ -441,7 +501,9 @@ def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, co
             elif kind == "metric":
                 progress.update(tasks[job.index], completed=0.85, info=f"eval {value}")
 
-        for job, outcome in executor.run(jobs, on_event):
+        results = executor.run(jobs, on_event) if held is None else executor.run(jobs, on_event, held=held)
+        for job, outcome in results:
+            busy += time.perf_counter() - started.pop(job.index, time.perf_counter())
             rec = fault_record(job, outcome, manager, device) if isinstance(outcome, Fault) else outcome
             problem = store_record(Path(job.runs_dir), job.suite, rec)
             if problem is None:
@@ -459,6 +521,7 @@ def _run_jobs(executor, jobs: list[TrialJob], manager: PluginManager, device, co
             if job.index in tasks:
                 progress.update(tasks[job.index], completed=1.0, info=f"{status} ({rec['used']['steps']} steps)")
             progress.advance(overall)
+    return busy
 
 
 def summary(records: list[dict]) -> str:
