@@ -11,7 +11,8 @@ busy with other work does not silently shrink a trial:
   trial runs in its own worker process, so no other trial's work is counted);
 * on CUDA, device time between two CUDA events around the step.
 
-Wall time inside the steps is recorded beside it (``wall_seconds``).
+Wall time inside the steps is recorded beside it (``wall_seconds``).  Only the training steps are
+on the clock: the runner's checkpoints, model selection and evaluation run between or after them.
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: matrix products and
 convolutions, forward and backward (the usual convention; element-wise ops are not counted).
@@ -19,6 +20,17 @@ Under a FLOP budget every step is counted.  Under a time or step budget counting
 slow training (the counter intercepts every op), so the first step and every
 ``flop_sample_every``-th step are counted and the others are assigned the most recent count;
 ``flops_exact`` in the record says which was done.
+
+Counting is measurement, not training, so it is kept off the budget's clock.  A counted step runs
+slower than the same step uncounted (every op goes through the counter's Python dispatch), and
+charging its measured time would spend part of every time budget on the counter.  Under a time or
+step budget a counted step is therefore charged a stand-in: the mean clock time (and wall time) of
+the uncounted steps since the previous counted step, the recent steps of the same model at the
+same point of its training.  The first step of a run has no such steps before it; its charge waits
+for the next uncounted step and is that step's time (``progress`` reads 0 until then), and if the
+run ends first (a one-step budget) it is charged its own measured time.  Under a FLOP budget every
+step is counted and none could stand in, so each is charged its measured time, the counter
+included: there the FLOPs are the limit and the seconds are recorded beside them.
 """
 
 from __future__ import annotations
@@ -117,6 +129,11 @@ class BudgetMeter:
         self.usage = BudgetUsage(flops_exact=budget.kind == "flops", clock=clock_name(self.device))
         self.flop_sample_every = 1 if budget.kind == "flops" else flop_sample_every
         self._last_step_flops = 0.0
+        # a counted step is charged the mean time of recent uncounted steps (see the module doc),
+        # unless every step is counted
+        self._stand_in = self.flop_sample_every > 1
+        self._recent = (0.0, 0.0, 0)  # clock seconds, wall seconds, number: uncounted steps since the last counted one
+        self._owed: list[tuple[float, float]] = []  # measured times of counted steps not charged yet
         warm_up_flop_counter()
 
     def progress(self) -> float:
@@ -130,7 +147,35 @@ class BudgetMeter:
     def step(self) -> _StepContext:
         return _StepContext(self)
 
+    def charge(self, seconds: float, wall: float, counted: bool) -> None:
+        """Account one finished step that took ``seconds`` on the budget's clock (``wall`` on the
+        wall clock); ``counted`` when the FLOP counter was on during it."""
+        u = self.usage
+        u.steps += 1
+        u.flops += self._last_step_flops
+        if counted and self._stand_in:
+            clock, walls, n = self._recent
+            if n:
+                u.seconds += clock / n
+                u.wall_seconds += walls / n
+            else:  # nothing to stand in yet: charged with the next uncounted step
+                self._owed.append((seconds, wall))
+            self._recent = (0.0, 0.0, 0)
+            return
+        u.seconds += seconds
+        u.wall_seconds += wall
+        if not counted:
+            clock, walls, n = self._recent
+            self._recent = (clock + seconds, walls + wall, n + 1)
+            u.seconds += len(self._owed) * seconds
+            u.wall_seconds += len(self._owed) * wall
+            self._owed.clear()
+
     def finish(self) -> BudgetUsage:
+        for seconds, wall in self._owed:  # no uncounted step came after them: their own time
+            self.usage.seconds += seconds
+            self.usage.wall_seconds += wall
+        self._owed.clear()
         if self.budget.kind == "seconds":
             self.usage.overrun = max(0.0, self.usage.seconds / self.budget.amount - 1.0)
         return self.usage
@@ -210,8 +255,5 @@ class _StepContext:
             self.counter.__exit__(exc_type, exc, tb)
             m._last_step_flops = float(self.counter.get_total_flops())
         if exc_type is None:
-            m.usage.seconds += elapsed
-            m.usage.wall_seconds += wall
-            m.usage.steps += 1
-            m.usage.flops += m._last_step_flops
+            m.charge(elapsed, wall, counted=self.counter is not None)
         return False

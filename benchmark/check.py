@@ -5,8 +5,8 @@ For each model (on one dataset per data kind it models, or the ones named) it ch
 config        the config dataclass builds with its defaults
 build         the model builds on the dataset's spec, has parameters, and keeps its optimisers in
               ``self.optimizers`` (a dict of torch optimisers, which checkpoints save)
-train_step    a few steps through the runner's batches return dicts of finite Python floats and
-              change the parameters
+train_step    a few steps through the runner's batches return dicts of finite losses (floats or
+              detached 0-dim tensors) and change the parameters
 sample        ``sample(n, generator)`` returns ``(n, *spec.shape)`` floating, finite values (in
               [0, 1] for image data) and draws all its noise from ``generator``
 capabilities  what the class declares is there and well formed: LOG_LIKELIHOOD -> ``(n,)``
@@ -202,12 +202,21 @@ class ModelChecker:
     def validate_losses(self, losses, step: int) -> None:
         _require(isinstance(losses, dict) and len(losses) > 0,
                  f"train_step returned {type(losses).__name__} {losses!r:.80} at step {step}",
-                 "return a non-empty dict of named losses, e.g. {'loss': loss.item()}")
+                 "return a non-empty dict of named losses, e.g. {'loss': loss.detach()}")
         for k, v in losses.items():
             _require(isinstance(k, str), f"loss name {k!r} is not a string", "name each loss with a string key")
+            if isinstance(v, torch.Tensor):
+                _require(v.dim() == 0, f"loss {k!r} is a tensor of shape {tuple(v.shape)}, not one number",
+                         "return each loss as a 0-dim tensor (reduce it with .mean() or .sum()) or a float")
+                _require(not v.requires_grad,
+                         f"loss {k!r} is a Tensor, not a Python float or a detached 0-dim tensor: it requires grad",
+                         "return loss.detach() (a 0-dim tensor, read only when it is logged) or return loss.item() "
+                         "(a float); a tensor that requires grad keeps the step's autograd graph and its memory "
+                         "alive")
+                v = float(v)
             _require(isinstance(v, float | int) and not isinstance(v, bool),
-                     f"loss {k!r} is a {type(v).__name__}, not a Python float",
-                     "return loss.item() (a tensor keeps the autograd graph and its memory alive)")
+                     f"loss {k!r} is a {type(v).__name__}, not a number",
+                     "return each loss as a detached 0-dim tensor (loss.detach()) or a float")
             _require(math.isfinite(v), f"loss {k!r} = {v} at step {step}",
                      "lower the learning rate, clamp log-scales, or add an epsilon inside logs and divisions")
 
@@ -242,7 +251,8 @@ class ModelChecker:
         _require(bool(changed), f"no parameter changed in {self.steps} steps",
                  "call optimizer.zero_grad(), loss.backward() and optimizer.step() in train_step")
         self.trained = model
-        return f"{self.steps} steps, last losses " + ", ".join(f"{k}={v:.3g}" for k, v in list(losses[-1].items())[:3])
+        last = ", ".join(f"{k}={float(v):.3g}" for k, v in list(losses[-1].items())[:3])
+        return f"{self.steps} steps, last losses {last}"
 
     def check_sample(self) -> str:
         model = self.trained
@@ -399,7 +409,7 @@ ORDER = ["config", "build", "train_step", "sample", "capabilities", "determinism
 FIXES = {
     "config": "make Config a dataclass whose fields all have defaults",
     "build": "the constructor must accept (config, spec) and build for any spec that applies_to accepts",
-    "train_step": "train_step(batch, progress) takes one optimisation step and returns {'name': float}",
+    "train_step": "train_step(batch, progress) takes one optimisation step and returns {'name': loss.detach()}",
     "sample": "sample(n, generator=None, condition=None) returns (n, *spec.shape) samples",
     "capabilities": "implement every method the declared capabilities promise, or drop the capability",
     "determinism": "draw every random number from torch's seeded generators",

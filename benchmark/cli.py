@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--suite", default="quick")
     lb.add_argument("--runs-dir", default=DEFAULT_RUNS)
     lb.add_argument("--dataset", action="append")
+    lb.add_argument("--timings", action="store_true",
+                    help="show where each model's time went (train_s, eval_s and each metric's seconds) "
+                         "instead of its metrics")
     return p
 
 
@@ -180,6 +183,41 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
                    f"failed its own check or is at or below its chance level; {FLAG}: a finding about the whole row, "
                    f"never bold; reasons in notes; every column and empty cell's reason in the CSV")
         console.print(Text(("features: " + extractor + "; " if extractor else "") + caption, style="dim"))
+
+
+def _seconds(value) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:.2f}"
+
+
+def show_timings(console: Console, records: list[dict], datasets: list[str] | None = None) -> None:
+    """One rich table per dataset of where each model's time went: the mean over finished seeds of
+    training, evaluation, one-off preparation and each metric (:func:`genbench.results.timings_table`)."""
+    from rich.text import Text
+
+    from genbench.results import TIMING_KEYS, timings_table
+
+    for ds in sorted({r["dataset"] for r in records}):
+        if datasets and ds not in datasets:
+            continue
+        df = timings_table(records, ds)
+        if df.empty:
+            continue
+        several = df["budget"].nunique() > 1
+        table = Table(title=f"genbench timings: {ds} (seconds)", header_style="bold")
+        heads = ["model", *(["budget"] if several else []), "seeds", *TIMING_KEYS, *df.attrs["metrics"]]
+        for head in heads:
+            table.add_column(head, justify="left" if head == "model" else "right", overflow="fold")
+        for _, row in df.iterrows():
+            table.add_row(str(row["model"]), *([str(row["budget"])] if several else []), str(row["seeds"]),
+                          *(_seconds(row[c]) for c in [*TIMING_KEYS, *df.attrs["metrics"]]))
+        console.print(table)
+        console.print(Text("wall seconds (time.perf_counter), mean over finished seeds; train_s includes model "
+                           "selection; prepare_s is one-off work cached per dataset (a classifier trained on first "
+                           "use), outside eval_s; work that metrics share is counted in the first metric that does "
+                           "it (AIS's run in ais, not again in posterior_gaps); blank: not applicable, or a record "
+                           "written before the time was kept", style="dim"))
 
 
 def cmd_list(manager: PluginManager, console: Console) -> None:
@@ -343,6 +381,9 @@ def cmd_leaderboard(args, console: Console, manager: PluginManager | None = None
     if not records:
         raise GenbenchError(f"no results for suite {args.suite!r} under {args.runs_dir!r}; run `genbench run` first "
                             f"(or pass --suite/--runs-dir)")
+    if args.timings:
+        show_timings(console, records, args.dataset)
+        return 0
     show_leaderboard(console, records, args.dataset, metric_directions(manager))
     return 0
 

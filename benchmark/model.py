@@ -6,7 +6,10 @@ A family is a ``torch.nn.Module`` subclass of :class:`GenerativeModel` with
   ``paper`` (citation), ``capabilities`` (what it can do, see :class:`Capability`),
   ``data_kinds`` (``"image"`` and/or ``"points"``) and ``Config`` (a dataclass of hyper-parameters
   with the published defaults);
-* ``train_step(batch, progress)`` -- one optimisation step; returns a dict of float losses;
+* ``train_step(batch, progress)`` -- one optimisation step; returns a dict of named losses, each
+  a 0-dim tensor (``loss.detach()``) or a float.  Tensors let the step end without waiting for the
+  device: the runner reads them only when it checks, logs or records them (``.item()`` on every
+  loss every step would make each step wait for the last on CUDA);
 * ``sample(n, generator, condition=None)`` -- ``n`` samples in data space;
 * ``condition_key`` -- for a family whose samples need an input (a caption, key patches): the
   batch key of that input.  Every metric, the sample grid and ``genbench check`` then pass
@@ -141,10 +144,10 @@ class GenerativeModel(nn.Module):
 
     # --- the hooks ---------------------------------------------------------------------------
 
-    def train_step(self, batch: dict[str, torch.Tensor], progress: float) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor], progress: float) -> dict[str, torch.Tensor | float]:
         """One optimisation step on ``batch`` (``batch["x"]`` is the data; derived datasets add
         keys).  ``progress`` in [0, 1] is the fraction of the budget spent.  Returns the losses
-        as floats (a non-finite value fails the trial)."""
+        by name, each a detached 0-dim tensor or a float (a non-finite value fails the trial)."""
         raise NotImplementedError(f"{type(self).__name__} must implement train_step")
 
     def sample(self, n: int, generator: torch.Generator | None = None, condition: Any = None) -> torch.Tensor:
@@ -169,14 +172,14 @@ class GenerativeModel(nn.Module):
 
     # --- helpers for subclasses -------------------------------------------------------------
 
-    def maximum_likelihood_step(self, batch: dict[str, torch.Tensor], optimizer: str) -> dict[str, float]:
+    def maximum_likelihood_step(self, batch: dict[str, torch.Tensor], optimizer: str) -> dict[str, torch.Tensor]:
         """One step of maximum likelihood on dequantised data: the training step of every flow."""
         loss = -self.log_likelihood(self.spec.dequantize(batch["x"])).mean()
         opt = self.optimizers[optimizer]
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"nll": loss.item()}
+        return {"nll": loss.detach()}
 
     @property
     def device(self) -> torch.device:

@@ -398,6 +398,54 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
     return df
 
 
+TIMING_KEYS = ("train_s", "eval_s", "prepare_s")  # seconds of a trial's phases (``record["timings"]``)
+
+
+def _seconds(value) -> float | None:
+    """A timing as a float, or None where it is missing or not a number (records of older versions)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def timings_table(records: list[dict], dataset: str) -> pd.DataFrame:
+    """Where each model's time went on ``dataset``, one row per model and budget: the mean over its
+    finished seeds of ``train_s``, ``eval_s`` and ``prepare_s`` and of each metric's seconds
+    (``record["timings"]["metrics"]``), metric columns by name.  All are wall seconds.  A record
+    from before a timing was kept adds nothing to its mean: a model none of whose seeds has it
+    shows NaN there (blank in a table)."""
+    recs = [r for r in records if r["dataset"] == dataset and r["model"] != REFERENCE_MODEL]
+    metric_names = sorted({name for r in recs for name in _per_metric(r)})
+    rows = []
+    keys = {(r["model"], r["budget"]["kind"], float(r["budget"]["amount"])) for r in recs}
+    for model, kind, amount in sorted(keys, key=lambda k: (k[1], k[2], k[0])):
+        group = [r for r in recs if r["model"] == model and (r["budget"]["kind"], float(r["budget"]["amount"]))
+                 == (kind, amount)]
+        group, _ = latest_protocol(group)
+        ok = [r for r in group if r["status"] == "ok"]
+        row = {"model": model, "budget": group[0]["budget"].get("text", ""), "seeds": f"{len(ok)}/{len(group)}"}
+        timings = [r.get("timings") if isinstance(r.get("timings"), dict) else {} for r in ok]
+        for key in TIMING_KEYS:
+            row[key] = _mean([_seconds(t.get(key)) for t in timings])
+        for name in metric_names:
+            row[name] = _mean([_seconds(_per_metric(r).get(name)) for r in ok])
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["model", "budget", "seeds", *TIMING_KEYS, *metric_names])
+    df.attrs["metrics"] = metric_names
+    return df
+
+
+def _per_metric(record: dict) -> dict:
+    timings = record.get("timings")
+    per_metric = timings.get("metrics") if isinstance(timings, dict) else None
+    return per_metric if isinstance(per_metric, dict) else {}
+
+
+def _mean(values: list[float | None]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
 def trials_table(records: list[dict]) -> pd.DataFrame:
     """Every trial (every seed) as one flat row."""
     rows = []

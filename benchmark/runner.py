@@ -13,6 +13,7 @@ a validation criterion, outside the budget, and it is evaluated at its best-on-v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.distributions import Distribution
 
 import genbench
 from genbench.budget import Budget, BudgetMeter
@@ -35,7 +37,7 @@ from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.grids import save_samples
 from genbench.manager import PluginManager
-from genbench.metrics import ContractViolation, EvalContext
+from genbench.metrics import ContractViolation, EvalContext, library_threads, prepare_metrics
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
 from genbench.results import (
@@ -123,6 +125,83 @@ def batch_size_of(model: GenerativeModel) -> int:
     return int(getattr(model.config, "batch_size", model.batch_size))
 
 
+LOSS_CHECK_EVERY = 50  # steps whose tensor losses are read together: one wait for the device per 50 steps
+
+
+class LossWatch:
+    """The non-finite check of the losses that ``train_step`` returns, without reading every loss
+    every step.
+
+    Reading a tensor loss (``float(loss)``, ``loss.item()``) waits for the device to finish the
+    step (a host sync on CUDA, which stalls the queue of the next step).  So tensor losses are kept,
+    detached, and read together: every ``every`` steps, before the model is scored or checkpointed
+    (neither should see a diverged model), when a step raises, and at the end.  Float losses are
+    checked at once.  Either way the error names the first step whose loss was not finite, and
+    training stops at most ``every`` steps after it."""
+
+    def __init__(self, every: int = LOSS_CHECK_EVERY):
+        self.every = every
+        self.pending: list[tuple[int, dict]] = []  # (step, losses) with tensors not read yet
+
+    def add(self, step: int, losses: dict) -> dict:
+        """``losses`` of step number ``step`` with its tensors detached; raises for a non-finite
+        float at once."""
+        if not isinstance(losses, dict):
+            raise TypeError(f"train_step returned {type(losses).__name__}, not a dict of named losses "
+                            "(floats or 0-dim tensors)")
+        out, bad, tensors = {}, {}, False
+        for k, v in losses.items():
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise TypeError(f"train_step returned loss {k!r} as a tensor of shape {tuple(v.shape)}; "
+                                    "return one number per loss: a 0-dim tensor (loss.detach()) or a float")
+                v, tensors = v.detach(), True
+            elif not math.isfinite(v):  # a TypeError for anything but a number
+                bad[k] = v
+            out[k] = v
+        if tensors:
+            self.pending.append((step, out))
+        if bad:
+            self.check()  # a tensor loss of an earlier step may have gone first
+            raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}")
+        if len(self.pending) >= self.every:
+            self.check()
+        return out
+
+    def check(self) -> None:
+        """Read the pending tensor losses (one wait per device); raise for the first non-finite."""
+        pending, self.pending = self.pending, []
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for _, losses in pending:
+            for v in losses.values():
+                if isinstance(v, torch.Tensor):
+                    by_device.setdefault(v.device, []).append(v.reshape(()))
+        if all(bool(torch.stack(vs).isfinite().all()) for vs in by_device.values()):
+            return
+        for step, losses in pending:
+            bad = {k: float(v) for k, v in losses.items() if not math.isfinite(float(v))}
+            if bad:
+                raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}")
+
+
+@contextlib.contextmanager
+def unchecked_distributions():
+    """torch.distributions without argument validation while a model trains.
+
+    With validation on (torch's default), building a distribution checks each parameter against
+    its constraint and ``log_prob`` checks each value against the support: a few extra ops and a
+    read of their result (a host sync on CUDA) every time, and a latent-variable model builds
+    q(z|x), p(x|z) and p(z) every step.  The checks are for writing a model, not for timing one:
+    ``genbench check`` calls ``train_step`` outside this, with torch's default, so an author still
+    sees them, and a distribution built with ``validate_args=True`` validates here too."""
+    before = Distribution._validate_args  # the class-wide default that set_default_validate_args sets
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
 def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, device: torch.device,
           on_step: Callable[[float, dict], None] | None = None, checkpoint: Checkpointer | None = None,
           selector: Selector | None = None):
@@ -131,7 +210,11 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
     With a ``checkpoint``, training first continues from its saved state (if there is one) and
     saves at the checkpointer's fractions of the budget.  With a ``selector``, a validation
     criterion is scored at its fractions of the budget, outside the budget (only what runs inside
-    ``meter.step()`` is counted), and the model ends in its best-on-validation state."""
+    ``meter.step()`` is counted), and the model ends in its best-on-validation state.
+
+    ``train_step`` returns its losses as floats or 0-dim tensors; tensors are read only where they
+    are needed (:class:`LossWatch`, and ``on_step``, which gets them as returned and converts what
+    it shows).  Returns the budget's usage and the last step's losses as floats."""
     meter = BudgetMeter(budget, device)
     if selector is not None:
         selector.prepare(model, dataset, device)
@@ -139,48 +222,61 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
         batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed, selector)
     else:
         batches = ResumableBatches(dataset, batch_size_of(model), seed)
-    losses: dict[str, float] = {}
+    watch = LossWatch()
+    losses: dict = {}
     model.train()
-    while not meter.exhausted():
-        batch = next(batches)
-        with meter.step():
-            losses = model.train_step(batch, meter.progress())
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-            raise NonFiniteLossError(f"non-finite loss at step {meter.usage.steps}: {bad}")
-        if budget.kind == "flops" and meter.usage.flops == 0:
-            raise NonFiniteLossError("a FLOP budget needs steps that do matmuls or convolutions; "
-                                     "this model's step counted 0 FLOPs: use a seconds or steps budget")
-        if on_step is not None:
-            on_step(meter.progress(), losses)
-        if selector is not None:  # outside meter.step(): selection costs no budget
-            selector.maybe_score(model, meter.usage.steps, meter.progress())
-        if checkpoint is not None:
-            checkpoint.maybe_save(model, meter, batches, selector)
+    with unchecked_distributions():
+        while not meter.exhausted():
+            batch = next(batches)
+            try:
+                with meter.step():
+                    returned = model.train_step(batch, meter.progress())
+            except Exception:
+                watch.check()  # a step that fails after a non-finite loss fails because of it
+                raise
+            losses = watch.add(meter.usage.steps, returned)
+            if budget.kind == "flops" and meter.usage.flops == 0:
+                raise NonFiniteLossError("a FLOP budget needs steps that do matmuls or convolutions; "
+                                         "this model's step counted 0 FLOPs: use a seconds or steps budget")
+            if on_step is not None:
+                on_step(meter.progress(), losses)
+            if selector is not None:  # outside meter.step(): selection costs no budget
+                if selector.due(meter.progress()):
+                    watch.check()
+                selector.maybe_score(model, meter.usage.steps, meter.progress())
+            if checkpoint is not None:
+                if checkpoint.due(meter.progress()):
+                    watch.check()
+                checkpoint.maybe_save(model, meter, batches, selector)
+    watch.check()
     if selector is not None:  # evaluate the best-on-validation state, not the last
         selector.restore_best(model)
-    return meter.finish(), losses
+    return meter.finish(), {k: float(v) for k, v in losses.items()}
 
 
 def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, profile: Profile,
              seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None):
-    """Every registered metric that applies; a metric that raises is recorded, not fatal."""
+    """Every registered metric that applies; a metric that raises is recorded, not fatal.  Each
+    metric's wall time is in ``ctx.seconds`` (:meth:`genbench.metrics.EvalContext.timed`); NumPy's
+    and scikit-learn's thread pools keep to torch's thread count (:func:`genbench.metrics.library_threads`)."""
     ctx = EvalContext(model, dataset, profile, seed, device)
     values, estimators, not_applicable, errors = {}, {}, {}, {}
-    for metric in manager.metrics.values():
-        ok, why = metric.applies(type(model), dataset)
-        if not ok:
-            not_applicable[metric.name] = why
-            continue
-        if on_metric is not None:
-            on_metric(metric.name)
-        try:
-            values.update(metric.compute(ctx))
-            estimators[metric.name] = metric.estimator(profile)
-        except ContractViolation:  # the model broke its contract: no metric of it stands, the trial fails
-            raise
-        except Exception as exc:
-            errors[metric.name] = f"{type(exc).__name__}: {exc}"
+    with library_threads():
+        for metric in manager.metrics.values():
+            ok, why = metric.applies(type(model), dataset)
+            if not ok:
+                not_applicable[metric.name] = why
+                continue
+            if on_metric is not None:
+                on_metric(metric.name)
+            try:
+                with ctx.timed(metric.name):
+                    values.update(metric.compute(ctx))
+                estimators[metric.name] = metric.estimator(profile)
+            except ContractViolation:  # the model broke its contract: no metric of it stands, the trial fails
+                raise
+            except Exception as exc:
+                errors[metric.name] = f"{type(exc).__name__}: {exc}"
     return values, estimators, not_applicable, errors, ctx
 
 
@@ -256,6 +352,10 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
             record["checkpoint_discarded"] = checkpoint.discarded  # in the record, not only the worker log
         if on_phase is not None:
             on_phase("eval")
+        # one-off work shared by every trial on the dataset (a classifier trained on first use), timed apart
+        prepared = prepare_metrics(manager.metrics.values(), model_cls, dataset, profile, device)
+        record["timings"]["prepare"] = prepared
+        record["timings"]["prepare_s"] = sum(prepared.values())
         t1 = time.perf_counter()
         values, estimators, not_applicable, errors, ctx = evaluate(
             model, dataset, manager, profile, trial.seed, device, on_metric)
@@ -264,6 +364,7 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
                       metric_errors=errors, extractor=ctx.memo.get("extractor"),
                       marks=dict(ctx.marks), warnings=list(ctx.warnings))
         record["timings"]["eval_s"] = time.perf_counter() - t1
+        record["timings"]["metrics"] = dict(ctx.seconds)  # per metric, wall seconds like train_s and eval_s
         samples = out_dir / "samples" / f"{record['trial_id']}.png"
         try:
             save_samples(model, dataset, samples, trial.seed)

@@ -90,9 +90,3 @@ def start_resolution(size: int) -> int:
     """The spatial side a generator starts from: 2x2 for an 8x8 canvas (two doublings; a 4x4 start
     would leave one transposed convolution to draw the whole digit), DCGAN's 4x4 from 16x16 up."""
     return 2 if size <= 8 else 4
-
-
-def adam(params, lr: float, betas: tuple[float, float], eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam with the fused kernel: these nets have many small tensors, and the per-tensor loop of
-    the default implementation costs as much as a whole forward pass of an 8x8 model on a CPU."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)

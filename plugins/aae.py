@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import genbench
 from genbench.errors import GenbenchError
 from genbench.nn import randn, standard_normal
+from genbench.optim import adam
 from genbench_plugins.autoencoder import DeterministicAutoencoder, GaussianMixtureCodes, code_discriminator
 
 PRIORS = ("gaussian", "mixture")
@@ -89,9 +90,9 @@ class AAE(DeterministicAutoencoder):
         self.discriminator = code_discriminator(self.latent_dim, config.disc_hidden, config.disc_layers)
         betas = (config.reg_beta1, 0.999)
         self.optimizers = {
-            "ae": torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr),
-            "disc": torch.optim.Adam(self.discriminator.parameters(), lr=config.reg_lr, betas=betas),
-            "gen": torch.optim.Adam(self.encoder.parameters(), lr=config.reg_lr, betas=betas),
+            "ae": adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr),
+            "disc": adam(self.discriminator.parameters(), lr=config.reg_lr, betas=betas),
+            "gen": adam(self.encoder.parameters(), lr=config.reg_lr, betas=betas),
         }
 
     def sample_codes(self, n, generator=None):
@@ -133,7 +134,7 @@ class AAE(DeterministicAutoencoder):
         self.optimizers["gen"].zero_grad()
         g_loss.backward()
         self.optimizers["gen"].step()
-        return {"rec": rec.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return {"rec": rec.detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
 @dataclass

@@ -46,6 +46,7 @@ import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import mlp, randn, standard_normal
+from genbench.optim import adam
 
 CODE_CHUNK = 1000  # rows encoded at a time when fitting the ex-post density
 
@@ -141,7 +142,7 @@ class Autoencoder(DeterministicAutoencoder):
 
     def __init__(self, config: AEConfig, spec):
         super().__init__(config, spec)
-        self.optimizers = {"ae": torch.optim.Adam(self.parameters(), lr=config.lr)}
+        self.optimizers = {"ae": adam(self.parameters(), lr=config.lr)}
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(L_RAE, mean reconstruction cost, mean code penalty 1/2 ||z||^2) on the batch ``x``."""
@@ -159,7 +160,7 @@ class Autoencoder(DeterministicAutoencoder):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "rec": rec.item(), "code": code.item()}
+        return {"loss": loss.detach(), "rec": rec.detach(), "code": code.detach()}
 
 
 @dataclass

@@ -47,6 +47,7 @@ from torch import nn
 import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, DataSpec, GenerativeModel
+from genbench.optim import adam
 from genbench_plugins.domains import DOMAIN_KEY, domain_index, domain_names
 
 
@@ -278,8 +279,8 @@ class CycleGAN(GenerativeModel):
         gen_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
         disc_params = [*self.d_a.parameters(), *self.d_b.parameters()]
         self.optimizers = {
-            "g": torch.optim.Adam(gen_params, lr=config.lr, betas=betas),
-            "d": torch.optim.Adam(disc_params, lr=config.lr, betas=betas),
+            "g": adam(gen_params, lr=config.lr, betas=betas),
+            "d": adam(disc_params, lr=config.lr, betas=betas),
         }
 
     # --- translation in [0, 1] image space ---
@@ -336,8 +337,8 @@ class CycleGAN(GenerativeModel):
         self.optimizers["d"].zero_grad()
         (d_a + d_b).backward()
         self.optimizers["d"].step()
-        return {"g_loss": g["g_loss"].item(), "cycle": g["cycle"].item(), "identity": g["identity"].item(),
-                "g_adv": g["adv"].item(), "d_a": d_a.item(), "d_b": d_b.item()}
+        return {"g_loss": g["g_loss"].detach(), "cycle": g["cycle"].detach(), "identity": g["identity"].detach(),
+                "g_adv": g["adv"].detach(), "d_a": d_a.detach(), "d_b": d_b.detach()}
 
     @torch.no_grad()
     def sample(self, n, generator=None, condition=None):

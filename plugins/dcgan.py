@@ -38,7 +38,8 @@ from torch import nn
 
 import genbench
 from genbench.model import Capability, GenerativeModel
-from genbench_plugins._conv import CanvasImages, adam, canvas_size, dcgan_init, doublings, start_resolution
+from genbench.optim import adam
+from genbench_plugins._conv import CanvasImages, canvas_size, dcgan_init, doublings, start_resolution
 from genbench_plugins.gan import GaussianObservationDecoder
 
 
@@ -141,7 +142,7 @@ class DCGAN(CanvasImages, GaussianObservationDecoder, GenerativeModel):
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
 @genbench.hookimpl

@@ -39,6 +39,7 @@ from torch import nn
 import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import diag_gaussian, randn, standard_normal
+from genbench.optim import adam
 
 
 @dataclass
@@ -116,8 +117,8 @@ class GAN(GaussianObservationDecoder, GenerativeModel):
         self.discriminator = maxout_discriminator(d, config.disc_hidden, config.disc_layers, config.maxout_pieces)
         betas = (config.beta1, 0.999)
         self.optimizers = {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas),
-            "d": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
+            "g": adam(self.generator.parameters(), lr=config.lr, betas=betas),
+            "d": adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
         }
 
     def generate(self, z):
@@ -144,7 +145,7 @@ class GAN(GaussianObservationDecoder, GenerativeModel):
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
 @genbench.hookimpl

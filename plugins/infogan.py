@@ -58,7 +58,8 @@ from genbench.errors import GenbenchError
 from genbench.features import domain_extractor
 from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, GenerativeModel
-from genbench_plugins._conv import adam, check_image_spec, crop_to, dcgan_init, pad_to
+from genbench.optim import adam
+from genbench_plugins._conv import check_image_spec, crop_to, dcgan_init, pad_to
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -238,9 +239,9 @@ class InfoGAN(GenerativeModel):
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()
-        mi = cat_ll.item() + cont_ll.item() + self.code_entropy()
-        return {"d_loss": d_adv.item(), "g_loss": g_adv.item(), "q_cat_nll": -cat_ll.item(),
-                "q_cont_nll": -cont_ll.item(), "mi_lower_bound": mi}
+        mi = cat_ll.detach() + cont_ll.detach() + self.code_entropy()
+        return {"d_loss": d_adv.detach(), "g_loss": g_adv.detach(), "q_cat_nll": -cat_ll.detach(),
+                "q_cont_nll": -cont_ll.detach(), "mi_lower_bound": mi}
 
     def sample(self, n, generator=None, condition=None):
         noise, cat, cont = self.draw_codes(n, generator, condition)

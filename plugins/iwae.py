@@ -29,6 +29,7 @@ import torch
 
 import genbench
 from genbench.errors import GenbenchError
+from genbench.optim import adam
 from genbench_plugins.vae import VAE
 
 # cumulative epoch counts of the paper's schedule: stage i runs 3^i epochs, 3280 in all
@@ -64,7 +65,7 @@ class IWAE(VAE):
         if config.k < 1:
             raise GenbenchError(f"iwae: k={config.k}; the bound needs at least one sample (k >= 1)")
         super().__init__(config, spec)
-        self.optimizers = {"iwae": torch.optim.Adam(self.parameters(), lr=config.lr, eps=config.adam_eps)}
+        self.optimizers = {"iwae": adam(self.parameters(), lr=config.lr, eps=config.adam_eps)}
 
     def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """log p(x, z_i) - log q(z_i|x) for k reparameterised samples per point: shape (k, n)."""
@@ -88,7 +89,7 @@ class IWAE(VAE):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
 
 @genbench.hookimpl

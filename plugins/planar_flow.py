@@ -37,6 +37,7 @@ from torch import nn
 import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import randn
+from genbench.optim import adam
 
 NEWTON_ITERS = 60  # upper bound; the loop stops as soon as every residual is below NEWTON_TOL
 NEWTON_TOL = 1e-9
@@ -138,7 +139,7 @@ class PlanarFlow(GenerativeModel):
         self.register_buffer("standardized", torch.tensor(False))
         self.base_mean = nn.Parameter(torch.zeros(d))
         self.base_log_scale = nn.Parameter(torch.zeros(d))
-        self.optimizers = {"flow": torch.optim.Adam(self.parameters(), lr=config.lr)}
+        self.optimizers = {"flow": adam(self.parameters(), lr=config.lr)}
 
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         s = self.base_log_scale

@@ -72,7 +72,8 @@ from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric
 from genbench.metrics.fidelity import FeatureSet
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import randn
-from genbench_plugins._conv import adam, canvas_size, crop_to, doublings, pad_to, start_resolution
+from genbench.optim import adam
+from genbench_plugins._conv import canvas_size, crop_to, doublings, pad_to, start_resolution
 
 SQRT2 = math.sqrt(2.0)
 MAX_STAGES = 4  # 4x4 -> 32x32 (MNIST); the digits have 3
@@ -338,7 +339,7 @@ class ProGAN(GenerativeModel):
         g_loss.backward()
         self.optimizers["g"].step()
         self.update_ema()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "wdist": wdist.item(), "gp": gp.item(),
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "wdist": wdist.detach(), "gp": gp.detach(),
                 "stage": float(stage), "alpha": float(alpha)}
 
     @torch.no_grad()

@@ -87,7 +87,8 @@ from genbench.datasets import DIGITS_SPEC, MNIST_SPEC, SPLITS, Dataset, DatasetE
 from genbench.errors import DatasetError, GenbenchError
 from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric, evaluating
 from genbench.model import Capability, DataSpec, GenerativeModel
-from genbench_plugins._conv import CanvasImages, adam, canvas_size, crop_to, dcgan_init, pad_to
+from genbench.optim import adam
+from genbench_plugins._conv import CanvasImages, canvas_size, crop_to, dcgan_init, pad_to
 from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
 
 PATCHES_KEY = "patches"
@@ -287,7 +288,7 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
         d_loss.backward()
         self.optimizers["d"].step()
         self.d_steps += 1
-        losses = {"d_loss": d_loss.item()}
+        losses = {"d_loss": d_loss.detach()}
         if int(self.d_steps) % self.config.g_every == 0:
             lam = self.loss_weight(progress)
             adv = bce_with_logits(self.discriminator(fake), 1.0)
@@ -298,7 +299,7 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
             self.optimizers["g"].zero_grad()
             g_loss.backward()
             self.optimizers["g"].step()
-            losses.update(g_loss=adv.item(), spatial=spatial.item(), appearance=appearance.item())
+            losses.update(g_loss=adv.detach(), spatial=spatial.detach(), appearance=appearance.detach())
         return losses
 
     # --- completion -------------------------------------------------------------------------------

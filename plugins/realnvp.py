@@ -45,6 +45,7 @@ import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import log_normal_std, mlp, randn
+from genbench.optim import adam
 
 
 @dataclass
@@ -141,7 +142,7 @@ class RealNVP(GenerativeModel):
             for m in coupling_masks(spec, config.n_couplings))
         decay = [p for n, p in self.named_parameters() if n.endswith("weight")]
         rest = [p for n, p in self.named_parameters() if not n.endswith("weight")]
-        self.optimizers = {"flow": torch.optim.Adam(
+        self.optimizers = {"flow": adam(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
             lr=config.lr)}
 

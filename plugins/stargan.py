@@ -57,6 +57,7 @@ from torch import nn
 import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, DataSpec, GenerativeModel
+from genbench.optim import adam
 from genbench_plugins.cyclegan import (
     RecentImages,
     batch_domains,
@@ -208,8 +209,8 @@ class StarGAN(GenerativeModel):
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
         betas = (config.beta1, config.beta2)
         self.optimizers = {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas),
-            "d": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
+            "g": adam(self.generator.parameters(), lr=config.lr, betas=betas),
+            "d": adam(self.discriminator.parameters(), lr=config.lr, betas=betas),
         }
         # the generator's latest losses, reported on the steps between its updates (a buffer, so
         # that a resumed trial reports what an uninterrupted one would)
@@ -275,7 +276,7 @@ class StarGAN(GenerativeModel):
             for p in self.discriminator.parameters():
                 p.requires_grad_(True)
             self.g_losses.copy_(torch.stack([g[k].detach() for k in G_LOSSES]))
-        return {**{k: v.item() for k, v in d.items()}, **dict(zip(G_LOSSES, self.g_losses.tolist()))}
+        return {**{k: v.detach() for k, v in d.items()}, **dict(zip(G_LOSSES, self.g_losses.clone().unbind()))}
 
     @torch.no_grad()
     def sample(self, n, generator=None, condition=None):

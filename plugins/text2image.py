@@ -74,7 +74,8 @@ from genbench.errors import DatasetError, GenbenchError
 from genbench.features import domain_extractor
 from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, DataSpec, GenerativeModel
-from genbench_plugins._conv import CanvasImages, adam, canvas_size, dcgan_init
+from genbench.optim import adam
+from genbench_plugins._conv import CanvasImages, canvas_size, dcgan_init
 from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
 
 CAPTION_KEY = "caption"
@@ -312,7 +313,7 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"embed_loss": loss.item()}
+        return {"embed_loss": loss.detach()}
 
     def train_step(self, batch, progress):
         if progress < self.config.embed_warmup:
@@ -338,7 +339,7 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
         if bool(wrong.any()):
             d_wrong = bce_with_logits(self.discriminator(real[wrong], h[perm][wrong]), 0.0)
             d_loss = d_real + 0.5 * (d_wrong + d_fake)
-            losses["d_wrong"] = d_wrong.item()
+            losses["d_wrong"] = d_wrong.detach()
         else:  # no mismatched caption in this batch: the plain GAN value
             d_loss = d_real + d_fake
         self.optimizers["d"].zero_grad()
@@ -346,13 +347,13 @@ class Text2ImageGAN(CanvasImages, GenerativeModel):
         self.optimizers["d"].step()
         # G: fool D on the caption, and (GAN-INT) on embeddings between two captions
         g_loss = bce_with_logits(self.discriminator(fake, h), 1.0)
-        losses.update(d_loss=d_loss.item(), g_loss=g_loss.item())
+        losses.update(d_loss=d_loss.detach(), g_loss=g_loss.detach())
         if self.config.interpolate:
             h_int = 0.5 * (h + h[perm])
             z_int = torch.randn(n, self.config.noise_dim, device=real.device)
             g_int = bce_with_logits(self.discriminator(self.generate(z_int, h_int), h_int), 1.0)
             g_loss = g_loss + g_int
-            losses["g_int"] = g_int.item()
+            losses["g_int"] = g_int.detach()
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()

@@ -18,6 +18,7 @@ from torch.distributions import kl_divergence
 import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import diag_gaussian, mlp, randn, standard_normal
+from genbench.optim import adam
 
 
 @dataclass
@@ -44,7 +45,7 @@ class VAE(GenerativeModel):
         h = config.hidden
         self.encoder = mlp([d, h, h, 2 * self.latent_dim], act=torch.nn.Tanh)
         self.decoder = mlp([self.latent_dim, h, h, 2 * d], act=torch.nn.Tanh)
-        self.optimizers = {"vae": torch.optim.Adam(self.parameters(), lr=config.lr)}
+        self.optimizers = {"vae": adam(self.parameters(), lr=config.lr)}
 
     def encode(self, x):
         mu, log_sigma = self.encoder(x.flatten(1)).chunk(2, dim=-1)
@@ -82,7 +83,7 @@ class VAE(GenerativeModel):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "rec": -rec.mean().item(), "kl": kl.mean().item()}
+        return {"loss": loss.detach(), "rec": -rec.mean().detach(), "kl": kl.mean().detach()}
 
     def sample(self, n, generator=None, condition=None):
         z = randn((n, self.latent_dim), generator, self.device)

@@ -37,6 +37,7 @@ from torch.distributions import Distribution
 import genbench
 from genbench.errors import GenbenchError
 from genbench.nn import diag_gaussian, mlp
+from genbench.optim import adam
 from genbench_plugins.vae import VAE
 
 
@@ -151,7 +152,7 @@ class PlanarVAE(VAE):
         with torch.no_grad():
             head = self.encoder[-1].bias[2 * d:].view(k, 2 * d + 1)
             head[:, d : 2 * d] = torch.randn(k, d) / d**0.5
-        self.optimizers = {"vae": torch.optim.Adam(self.parameters(), lr=config.lr)}
+        self.optimizers = {"vae": adam(self.parameters(), lr=config.lr)}
 
     def encode(self, x):
         d, k = self.latent_dim, self.config.flow_length
@@ -186,7 +187,7 @@ class PlanarVAE(VAE):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "rec": -rec.mean().item(), "kl": (log_q - log_pz).mean().item()}
+        return {"loss": loss.detach(), "rec": -rec.mean().detach(), "kl": (log_q - log_pz).mean().detach()}
 
 
 @genbench.hookimpl

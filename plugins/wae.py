@@ -40,6 +40,7 @@ from torch.distributions import Independent, Normal
 import genbench
 from genbench.errors import GenbenchError
 from genbench.nn import randn
+from genbench.optim import adam
 from genbench_plugins.autoencoder import DeterministicAutoencoder, code_discriminator
 
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -125,7 +126,7 @@ class WAEMMD(WAEBase):
 
     def __init__(self, config: WAEMMDConfig, spec):
         super().__init__(config, spec)
-        self.optimizers = {"ae": torch.optim.Adam(self.parameters(), lr=config.lr, betas=(config.beta1, 0.999))}
+        self.optimizers = {"ae": adam(self.parameters(), lr=config.lr, betas=(config.beta1, 0.999))}
         self.base_lrs = {"ae": config.lr}
 
     def penalty(self, codes: torch.Tensor, prior_codes: torch.Tensor) -> torch.Tensor:
@@ -143,7 +144,7 @@ class WAEMMD(WAEBase):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "rec": rec.item(), "mmd": mmd.item()}
+        return {"loss": loss.detach(), "rec": rec.detach(), "mmd": mmd.detach()}
 
 
 class WAEGAN(WAEBase):
@@ -156,9 +157,8 @@ class WAEGAN(WAEBase):
         self.discriminator = code_discriminator(self.latent_dim, config.disc_hidden, config.disc_layers)
         betas = (config.beta1, 0.999)
         self.optimizers = {
-            "ae": torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr,
-                                   betas=betas),
-            "adv": torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_adv, betas=betas),
+            "ae": adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=config.lr, betas=betas),
+            "adv": adam(self.discriminator.parameters(), lr=config.lr_adv, betas=betas),
         }
         self.base_lrs = {"ae": config.lr, "adv": config.lr_adv}
 
@@ -189,7 +189,7 @@ class WAEGAN(WAEBase):
         self.optimizers["ae"].zero_grad()
         loss.backward()
         self.optimizers["ae"].step()
-        return {"loss": loss.item(), "rec": rec.item(), "penalty": gan.item(), "d_loss": d_loss.item()}
+        return {"loss": loss.detach(), "rec": rec.detach(), "penalty": gan.detach(), "d_loss": d_loss.detach()}
 
 
 @genbench.hookimpl

@@ -17,7 +17,10 @@ from genbench.metrics.ais import (
     AISSettings,
     ais_log_likelihood,
     bdmc,
+    bdmc_on_simulated,
     obs_sigma,
+    obs_sigma_path,
+    obs_sigma_scores,
     select_obs_sigma,
     sigmoid_schedule,
 )
@@ -188,6 +191,34 @@ def test_obs_sigma_chosen_on_validation_recovers_the_true_noise():
         select_obs_sigma(model, x_val, (0.1, -1.0), AISSettings(steps=2, chains=1, leapfrog=1))
 
 
+def test_the_sigma_path_passes_through_every_sigmas_target():
+    """Under N(G(z), s^2 I) the target of sigma s is the smallest sigma's at beta = (s_min / s)^2."""
+    betas, index = obs_sigma_path((0.5, 0.01, 0.1, 0.02, 0.1), steps=200, first=50)
+    assert len(betas) == 201 and betas[0] == 0 and betas[-1] == 1
+    assert (betas[1:] > betas[:-1]).all()
+    assert sorted(index) == [0.01, 0.02, 0.1, 0.5]  # the repeated 0.1 once
+    assert index[0.5] == 50 and index[0.01] == 200
+    for sigma, t in index.items():
+        assert float(betas[t]) == pytest.approx((0.01 / sigma) ** 2, rel=1e-12)
+    one, only = obs_sigma_path((0.2,), steps=30, first=10)  # a single sigma: the plain sigmoidal schedule
+    assert torch.equal(one, sigmoid_schedule(30)) and only == {0.2: 30}
+
+
+def test_every_sigma_scored_from_one_path_recovers_its_log_px():
+    """One path annealed toward the smallest sigma estimates log p(x) under every sigma of the grid."""
+    model = LinearGaussian(LinearGaussianConfig(obs_sigma=0.3), seed=7).requires_grad_(False)
+    x = model.sample(16, generator=torch.Generator().manual_seed(8))
+    grid = (0.1, 0.3, 1.0)
+    torch.manual_seed(10)
+    scores = obs_sigma_scores(model, x, grid, AISSettings(steps=600, chains=16, leapfrog=5))
+    assert model.config.obs_sigma == 0.3
+    for sigma in grid:
+        with obs_sigma(model, sigma):
+            true = model.log_px(x)
+        err = float((scores[sigma] - true).mean())
+        assert abs(err) < 0.1, (sigma, err)
+
+
 class LinearLaplace(LinearGaussian):
     """The same model with a Laplace observation model: sigma is its scale, not a Gaussian's std."""
 
@@ -221,6 +252,8 @@ def test_ais_metric_on_a_gan_records_sigma_and_restores_the_model(manager, digit
     assert out["obs_sigma"] in profile.obs_sigma_grid
     assert model.config.obs_sigma == gan_cls.Config().obs_sigma
     assert math.isfinite(out["ais"]) and math.isfinite(out["bdmc_gap"])
+    # the BDMC gap's standard error over its few simulated points comes with it
+    assert out["bdmc_gap_sem"] == bdmc_on_simulated(ctx).gap_sem > 0
     assert out["ais_bpd"] == pytest.approx(digits.spec.bits_per_dim(-out["ais"]))
     assert model.training  # evaluation mode was only for the metric
     flow_ok, why = metric.applies(manager.models.get("planar-flow"), digits)

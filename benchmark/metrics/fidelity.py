@@ -136,6 +136,12 @@ class SampleQuality(Metric):
     def estimator(self, profile: Profile) -> str:
         return estimator_text(profile)
 
+    def prepare(self, dataset: Dataset, profile: Profile, device) -> None:
+        """The domain classifier (trained on first use) and the real images' features, cached."""
+        ext = domain_extractor(dataset, device)
+        for split in (HEADLINE_SPLIT, "train"):
+            reference_features(dataset, ext, split, profile.n_reference)
+
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext = domain_extractor(ctx.dataset, ctx.device)
         test = reference_features(ctx.dataset, ext, HEADLINE_SPLIT, ctx.profile.n_reference)

@@ -176,6 +176,12 @@ class InceptionSampleQuality(Metric):
     def estimator(self, profile: Profile) -> str:
         return estimator_text(profile, features=f"{EXTRACTOR_NAME} (pool 2048 / unbiased logits)")
 
+    def prepare(self, dataset, profile: Profile, device) -> None:
+        """The network (loaded once per process) and the real images' features, cached."""
+        ext = inception_extractor(device=device)
+        for split in (HEADLINE_SPLIT, "train"):
+            reference_features(dataset, ext, split, profile.n_reference)
+
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext = inception_extractor(device=ctx.device)
         test = reference_features(ctx.dataset, ext, HEADLINE_SPLIT, ctx.profile.n_reference)

@@ -193,17 +193,24 @@ def data_copying_ct(gen: torch.Tensor, test: torch.Tensor, train: torch.Tensor, 
 _KMEANS: dict[tuple, object] = {}
 
 
-def memorisation_metrics(gen: torch.Tensor, test: torch.Tensor, train: torch.Tensor,
-                         settings: MemorisationSettings, cache_key: tuple | None = None) -> dict[str, float]:
-    """Every column of this module for generated features ``gen`` (float64, CPU), against the
-    held-out ``test`` and the ``train`` features.  ``cache_key`` names ``train`` so its k-means
-    cells are fitted once per process."""
+def cached_training_cells(train: torch.Tensor, settings: MemorisationSettings, cache_key: tuple | None = None):
+    """:func:`training_cells` of ``train``, fitted once per process for each ``cache_key`` (which
+    names ``train``; None: fitted anew)."""
     key = None if cache_key is None else (*cache_key, settings.cells, settings.seed)
     kmeans = _KMEANS.get(key) if key is not None else None
     if kmeans is None:
         kmeans = training_cells(train, settings.cells, settings.seed)
         if key is not None:
             _KMEANS[key] = kmeans
+    return kmeans
+
+
+def memorisation_metrics(gen: torch.Tensor, test: torch.Tensor, train: torch.Tensor,
+                         settings: MemorisationSettings, cache_key: tuple | None = None) -> dict[str, float]:
+    """Every column of this module for generated features ``gen`` (float64, CPU), against the
+    held-out ``test`` and the ``train`` features.  ``cache_key`` names ``train`` so its k-means
+    cells are fitted once per process."""
+    kmeans = cached_training_cells(train, settings, cache_key)
     ct, used = data_copying_ct(gen, test, train, settings.cells, settings.min_cell_samples, kmeans=kmeans)
     density, coverage = density_coverage(test, gen, settings.k)
     return {CT: ct, "ct_cells": float(used), AUTHENTICITY: authenticity(gen, train),
@@ -246,6 +253,11 @@ class Memorisation(Metric):
                 f"cells (seed {s.seed}), cells with < {s.min_cell_samples} samples skipped; authenticity (Alaa et al. "
                 f"2022); nn_ratio with equal-size train/held-out sets; density/coverage (Naeem et al. 2020) k={s.k} "
                 f"vs test; flagged as copying when C_T < {CT_FLAG:g} or authenticity < {AUTHENTICITY_FLAG:g}")
+
+    def prepare(self, dataset, profile: Profile, device) -> None:
+        """The real images' features and the k-means cells of the training features, cached."""
+        ext, train, _ = real_features(dataset, profile, device)
+        cached_training_cells(train, settings_for(profile), (dataset.name, len(train), ext.fingerprint()))
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         ext, train, test = real_features(ctx.dataset, ctx.profile, ctx.device)
