@@ -111,6 +111,10 @@ class DCGAN(CanvasImages, GaussianObservationDecoder, GenerativeModel):
         self.generator = DCGANGenerator(config.latent_dim, channels, self.size, config.width)
         self.discriminator = DCGANDiscriminator(channels, self.size, config.width)
         dcgan_init(self, config.init_std)
+        # channels-last weights (and the canvas below): the same convolutions, in the layout oneDNN's
+        # and cuDNN's kernels prefer; on one CPU thread a digits G+D forward and backward ran 1.15-1.25x
+        # faster than in the default layout
+        self.to(memory_format=torch.channels_last)
         betas = (config.beta1, 0.999)
         self.optimizers = {
             "g": adam(self.generator.parameters(), config.lr, betas),
@@ -130,17 +134,22 @@ class DCGAN(CanvasImages, GaussianObservationDecoder, GenerativeModel):
     def train_step(self, batch, progress):
         # dequantised as every family sees the data: D would otherwise tell real from generated
         # images by the discrete pixel levels alone
-        real = self.to_canvas(self.spec.dequantize(batch["x"]))
+        real = self.to_canvas(self.spec.dequantize(batch["x"])).contiguous(memory_format=torch.channels_last)
         z = torch.randn(real.shape[0], self.latent_dim, device=real.device)
         fake = self.generator(z)
         d_loss = self.discriminator_loss(real, fake.detach())
         self.optimizers["d"].zero_grad()
         d_loss.backward()
         self.optimizers["d"].step()
-        # non-saturating generator loss: maximise log D(G(z))
-        g_loss = bce_with_logits(self.discriminator(fake), 1.0)
-        self.optimizers["g"].zero_grad()
-        g_loss.backward()
+        # non-saturating generator loss: maximise log D(G(z)).  D's weights are frozen for it, so
+        # the backward pass computes only the gradients G's update uses (D's would be discarded)
+        self.discriminator.requires_grad_(False)
+        try:
+            g_loss = bce_with_logits(self.discriminator(fake), 1.0)
+            self.optimizers["g"].zero_grad()
+            g_loss.backward()
+        finally:
+            self.discriminator.requires_grad_(True)
         self.optimizers["g"].step()
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
