@@ -398,7 +398,7 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
     return df
 
 
-TIMING_KEYS = ("train_s", "eval_s", "prepare_s")  # seconds of a trial's phases (``record["timings"]``)
+TIMING_KEYS = ("train_s", "eval_s", "eval_cpu_s", "prepare_s")  # seconds of a trial's phases (``record["timings"]``)
 
 
 def _seconds(value) -> float | None:

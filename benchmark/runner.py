@@ -356,7 +356,7 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         prepared = prepare_metrics(manager.metrics.values(), model_cls, dataset, profile, device)
         record["timings"]["prepare"] = prepared
         record["timings"]["prepare_s"] = sum(prepared.values())
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         values, estimators, not_applicable, errors, ctx = evaluate(
             model, dataset, manager, profile, trial.seed, device, on_metric)
         record.update(metrics=values, estimators={**estimators, "selection": selector.estimator()},
@@ -364,6 +364,9 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
                       metric_errors=errors, extractor=ctx.memo.get("extractor"),
                       marks=dict(ctx.marks), warnings=list(ctx.warnings))
         record["timings"]["eval_s"] = time.perf_counter() - t1
+        # the same span in CPU time of this process (all its threads): the clock of a CPU seconds
+        # budget, so that evaluation and training compare on one clock where the core was shared
+        record["timings"]["eval_cpu_s"] = time.process_time() - cpu1
         record["timings"]["metrics"] = dict(ctx.seconds)  # per metric, wall seconds like train_s and eval_s
         samples = out_dir / "samples" / f"{record['trial_id']}.png"
         try:

@@ -70,6 +70,7 @@ def test_every_evaluated_metric_has_its_wall_seconds_in_the_record(timed):
     assert not set(per_metric) & set(record["not_applicable"])
     assert all(isinstance(v, float) and v >= 0 for v in per_metric.values())
     assert sum(per_metric.values()) <= record["timings"]["eval_s"]
+    assert 0 < record["timings"]["eval_cpu_s"]  # CPU time of the same span, beside the wall time
 
 
 def test_preparation_runs_before_evaluation_and_is_timed_apart(timed):
@@ -98,9 +99,9 @@ def trial_record(model: str, seed: int, timings: dict | None, status: str = "ok"
 
 
 RECORDS = [
-    trial_record("new", 0, {"train_s": 10.0, "eval_s": 4.0, "prepare_s": 2.0,
+    trial_record("new", 0, {"train_s": 10.0, "eval_s": 4.0, "eval_cpu_s": 3.0, "prepare_s": 2.0,
                             "metrics": {"ais": 3.0, "parzen": 0.5}}),
-    trial_record("new", 1, {"train_s": 12.0, "eval_s": 6.0, "prepare_s": 0.0,
+    trial_record("new", 1, {"train_s": 12.0, "eval_s": 6.0, "eval_cpu_s": 5.0, "prepare_s": 0.0,
                             "metrics": {"ais": 5.0, "parzen": 1.5}}),
     trial_record("new", 2, {"train_s": 99.0, "eval_s": 99.0, "metrics": {"ais": 99.0}}, status="failed"),
     trial_record("old", 0, {"train_s": 9.0, "select_s": 0.5, "eval_s": 2.0}),  # before per-metric times
@@ -113,10 +114,11 @@ def test_timings_table_means_finished_seeds_and_leaves_what_was_not_kept_blank()
     assert df.attrs["metrics"] == ["ais", "parzen"]
     new = df.loc["new"]
     assert new["seeds"] == "2/3"  # the failed seed's times are not in the means
-    assert (new["train_s"], new["eval_s"], new["prepare_s"], new["ais"], new["parzen"]) == (11.0, 5.0, 1.0, 4.0, 1.0)
+    assert (new["train_s"], new["eval_s"], new["eval_cpu_s"], new["prepare_s"], new["ais"], new["parzen"]) == (
+        11.0, 5.0, 4.0, 1.0, 4.0, 1.0)
     old = df.loc["old"]
     assert (old["train_s"], old["eval_s"]) == (9.0, 2.0)
-    assert math.isnan(old["prepare_s"]) and math.isnan(old["ais"]) and math.isnan(old["parzen"])
+    assert math.isnan(old["eval_cpu_s"]) and math.isnan(old["prepare_s"]) and math.isnan(old["ais"]) and math.isnan(old["parzen"])
     assert df.loc["oldest", ["train_s", "eval_s", "prepare_s", "ais", "parzen"]].isna().all()
 
 
@@ -128,10 +130,10 @@ def test_leaderboard_timings_command_shows_old_and_new_records(tmp_path, capsys)
     assert "genbench timings: d" in out and "time.perf_counter" in out
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
              for line in out.splitlines() if line.startswith("│")}
-    # columns: seeds, train_s, eval_s, prepare_s, ais, parzen
-    assert lines["new"] == ["2/3", "11.00", "5.00", "1.00", "4.00", "1.00"]
-    assert lines["old"] == ["1/1", "9.00", "2.00", "", "", ""]
-    assert lines["oldest"] == ["1/1", "", "", "", "", ""]
+    # columns: seeds, train_s, eval_s, eval_cpu_s, prepare_s, ais, parzen
+    assert lines["new"] == ["2/3", "11.00", "5.00", "4.00", "1.00", "4.00", "1.00"]
+    assert lines["old"] == ["1/1", "9.00", "2.00", "", "", "", ""]
+    assert lines["oldest"] == ["1/1", "", "", "", "", "", ""]
     # the metrics view of the same records is unchanged by the flag's existence
     assert main(["leaderboard", "--suite", "s", "--runs-dir", str(tmp_path)]) == 0
     assert "genbench leaderboard: d" in capsys.readouterr().out
