@@ -213,7 +213,8 @@ def show_timings(console: Console, records: list[dict], datasets: list[str] | No
             table.add_row(str(row["model"]), *([str(row["budget"])] if several else []), str(row["seeds"]),
                           *(_seconds(row[c]) for c in [*TIMING_KEYS, *df.attrs["metrics"]]))
         console.print(table)
-        console.print(Text("wall seconds (time.perf_counter) but eval_cpu_s (the evaluation's CPU time, the clock of a CPU seconds budget), mean over finished seeds; train_s includes model "
+        console.print(Text("wall seconds (time.perf_counter), but eval_cpu_s: the evaluation's CPU time, the clock "
+                           "of a CPU seconds budget; mean over finished seeds; train_s includes model "
                            "selection; prepare_s is one-off work cached per dataset (a classifier trained on first "
                            "use), outside eval_s; work that metrics share is counted in the first metric that does "
                            "it (AIS's run in ais, not again in posterior_gaps); blank: not applicable, or a record "

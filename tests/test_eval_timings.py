@@ -118,7 +118,7 @@ def test_timings_table_means_finished_seeds_and_leaves_what_was_not_kept_blank()
         11.0, 5.0, 4.0, 1.0, 4.0, 1.0)
     old = df.loc["old"]
     assert (old["train_s"], old["eval_s"]) == (9.0, 2.0)
-    assert math.isnan(old["eval_cpu_s"]) and math.isnan(old["prepare_s"]) and math.isnan(old["ais"]) and math.isnan(old["parzen"])
+    assert all(math.isnan(old[c]) for c in ("eval_cpu_s", "prepare_s", "ais", "parzen"))
     assert df.loc["oldest", ["train_s", "eval_s", "prepare_s", "ais", "parzen"]].isna().all()
 
 
