@@ -94,3 +94,15 @@ def train_steps(model, dataset, steps, seed=0):
     from genbench.runner import train
 
     return train(model, dataset, Budget.parse(f"{steps}steps"), seed, "cpu")
+
+
+def trained_vae_and_points(manager, digits, n_points: int):
+    """A VAE trained for 50 steps on digits, in eval mode, and ``n_points`` dequantised test images
+    (a fixed draw): the model and points the evaluation benchmarks time their estimators on."""
+    import torch
+
+    model = build(manager.models.get("vae"), digits)
+    train_steps(model, digits, 50)
+    model.eval()
+    x = digits.spec.dequantize(digits.split("test")["x"][:n_points], generator=torch.Generator().manual_seed(0))
+    return model, x

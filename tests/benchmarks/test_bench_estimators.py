@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import build, train_steps
+from conftest import trained_vae_and_points
 
 from genbench.metrics.ais import AISSettings, ais_log_likelihood
 from genbench.metrics.likelihood import elbo_and_iwae
@@ -22,11 +22,7 @@ AIS = AISSettings(steps=30, chains=4, leapfrog=3)
 
 @pytest.fixture(scope="module")
 def vae_and_points(manager, digits):
-    model = build(manager.models.get("vae"), digits)
-    train_steps(model, digits, 50)
-    model.eval()
-    x = digits.spec.dequantize(digits.split("test")["x"][:N_POINTS], generator=torch.Generator().manual_seed(0))
-    return model, x
+    return trained_vae_and_points(manager, digits, N_POINTS)
 
 
 def _timed(fn):

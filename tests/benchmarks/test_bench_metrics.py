@@ -19,7 +19,7 @@ import time
 
 import pytest
 import torch
-from conftest import build, train_steps
+from conftest import build, train_steps, trained_vae_and_points
 
 from genbench.metrics import library_threads
 from genbench.metrics.ais import AISSettings, ais_log_likelihood, select_obs_sigma
@@ -91,11 +91,7 @@ def test_obs_sigma_choice_from_one_path(benchmark, dcgan_and_val):
 
 @pytest.fixture(scope="module")
 def vae_and_points(manager, digits):
-    model = build(manager.models.get("vae"), digits)
-    train_steps(model, digits, 50)
-    model.eval()
-    x = digits.spec.dequantize(digits.split("test")["x"][:IWAE_POINTS], generator=torch.Generator().manual_seed(0))
-    return model, x
+    return trained_vae_and_points(manager, digits, IWAE_POINTS)
 
 
 @torch.no_grad()
