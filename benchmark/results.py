@@ -312,6 +312,20 @@ def latest_protocol(group: list[dict]) -> tuple[list[dict], int]:
     return kept, len(group) - len(kept)
 
 
+def _budget_key(record: dict) -> tuple[str, float]:
+    return record["budget"]["kind"], float(record["budget"]["amount"])
+
+
+def model_budget_groups(records: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``records`` (of one dataset) grouped by model and budget, each group sorted by seed: a suite
+    run at several budgets (`--budgets`) has one row per model and budget.  Groups are ordered by
+    budget kind and amount, then model, with the reference rows last."""
+    keys = {(r["model"], *_budget_key(r)) for r in records}
+    return [(model, sorted((r for r in records if r["model"] == model and _budget_key(r) == (kind, amount)),
+                           key=lambda r: r["seed"]))
+            for model, kind, amount in sorted(keys, key=lambda k: (k[0] == REFERENCE_MODEL, k[1], k[2], k[0]))]
+
+
 def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per model on ``dataset``: metric means with 95% intervals over seeds, status,
     budget and its use (steps as the rounded mean: a step count is a whole number), estimator and
@@ -336,15 +350,7 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
     recs = [r for r in records if r["dataset"] == dataset]
     cols = metric_columns(recs)
     rows, entries = [], []
-
-    def budget_key(r):
-        return r["budget"]["kind"], float(r["budget"]["amount"])
-
-    # a suite run at several budgets (`--budgets`) has one row per model and budget
-    keys = {(r["model"], *budget_key(r)) for r in recs}
-    for model, kind, amount in sorted(keys, key=lambda k: (k[0] == REFERENCE_MODEL, k[1], k[2], k[0])):
-        group = sorted((r for r in recs if r["model"] == model and budget_key(r) == (kind, amount)),
-                       key=lambda r: r["seed"])
+    for model, group in model_budget_groups(recs):
         group, superseded = latest_protocol(group)
         ok = [r for r in group if r["status"] in ("ok", "reference")]
         first = (ok or group)[0]
@@ -417,10 +423,7 @@ def timings_table(records: list[dict], dataset: str) -> pd.DataFrame:
     recs = [r for r in records if r["dataset"] == dataset and r["model"] != REFERENCE_MODEL]
     metric_names = sorted({name for r in recs for name in _per_metric(r)})
     rows = []
-    keys = {(r["model"], r["budget"]["kind"], float(r["budget"]["amount"])) for r in recs}
-    for model, kind, amount in sorted(keys, key=lambda k: (k[1], k[2], k[0])):
-        group = [r for r in recs if r["model"] == model and (r["budget"]["kind"], float(r["budget"]["amount"]))
-                 == (kind, amount)]
+    for model, group in model_budget_groups(recs):
         group, _ = latest_protocol(group)
         ok = [r for r in group if r["status"] == "ok"]
         row = {"model": model, "budget": group[0]["budget"].get("text", ""), "seeds": f"{len(ok)}/{len(group)}"}
