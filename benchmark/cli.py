@@ -95,13 +95,13 @@ def _parser() -> argparse.ArgumentParser:
 def _fmt(value, half=None) -> str:
     """Four significant digits, the interval's half-width two, in plain notation where it is short
     (``2367 ± 370``, not ``2367 ± 3.7e+02``)."""
-    from genbench.publish import _num
+    from genbench.formatting import number
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    text = _num(value)
+    text = number(value)
     if half is not None and not (isinstance(half, float) and math.isnan(half)):
-        text += f" ± {_num(half, 2)}"
+        text += f" ± {number(half, 2)}"
     return text
 
 
@@ -338,8 +338,9 @@ def cmd_repro(args, manager: PluginManager, console: Console) -> int:
     seeds (``--seeds N`` overrides the seeds, e.g. 1 for a first look), then the paper-vs-genbench table."""
     import dataclasses
 
+    from genbench.publish import record_rows
     from genbench.ranking import metric_directions
-    from genbench.repro import REPRO_FILE, REPRO_SUITE, claims_table, load_claims, plan_repro_trials, record_rows
+    from genbench.repro import REPRO_FILE, REPRO_SUITE, claims_table, load_claims, plan_repro_trials
     from genbench.results import load_records
     from genbench.suite import run_suite, summary
 

@@ -71,6 +71,22 @@ class DatasetEntry:
     in_default_suite: bool = True  # part of `genbench run --all` without extra flags
 
 
+def derived_dataset(base: Dataset, spec: DataSpec,
+                    build_split: Callable[[str, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                    description: str, **info) -> Dataset:
+    """A task set derived from ``base`` image by image (domains, captions, key patches ...).
+
+    ``build_split(split, x, y)`` gets each split's images and labels on the CPU, split after split in
+    :data:`SPLITS` order (so one seeded generator drawn from inside it makes the set deterministic),
+    and returns that split's tensors: ``"x"``, ``"y"`` and the task's own keys.  ``info`` is kept
+    with the base dataset under ``"base"``."""
+    splits = {}
+    for split in SPLITS:
+        data = base.split(split)
+        splits[split] = build_split(split, data["x"].cpu(), data["y"].cpu())
+    return Dataset(spec=spec, splits=splits, description=description, info={"base": base, **info})
+
+
 def check_dataset_names(entry, check_name) -> str:
     """The registered name of ``entry`` after checking it and its spec's name with ``check_name``
     (:func:`genbench.manager.check_name`): both name files (records, reference rows, samples)."""

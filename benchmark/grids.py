@@ -20,13 +20,13 @@ from genbench.datasets import Dataset
 from genbench.metrics import draw_samples, held_out_condition
 from genbench.model import Capability, GenerativeModel
 from genbench.results import atomic_write_bytes
+from genbench.toolkit.translation import DOMAIN_KEY
 
 MIN_SIDE = 32  # pixels a side of each upscaled image
 GRID = 64  # images in a plain grid (8 x 8)
 PAIRS = GRID  # input -> output panels of a conditional family: as many as a grid has images
 PAIR_COLUMNS = 4
 PER_DOMAIN = 4  # source images per domain of a translation family
-DOMAIN_KEY = "domain"  # the batch key and DataSpec.extras entry of a translation dataset (its domain names)
 BACKGROUND = (255, 255, 255)
 GAP = 4  # pixels between panels
 

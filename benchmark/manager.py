@@ -93,7 +93,7 @@ class Registry:
         return [self.items[k] for k in sorted(self.items)]
 
 
-def _validate_model(cls: Any) -> str:
+def _validate_model(cls: Any, known_capabilities: frozenset[str]) -> str:
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
         raise RegistrationError(
             f"{cls!r} is not a subclass of genbench.GenerativeModel; register the class itself"
@@ -103,13 +103,12 @@ def _validate_model(cls: Any) -> str:
     check_name("model", cls.name, f"{cls.__name__}")
     if not cls.family:
         raise RegistrationError(f"{cls.__name__} ({cls.name}) has no 'family' class attribute")
-    from genbench.model import Capability
-
-    unknown = set(cls.capabilities) - Capability.ALL
+    unknown = set(cls.capabilities) - known_capabilities
     if unknown:
         raise RegistrationError(
-            f"{cls.__name__} ({cls.name}) declares unknown capabilities {sorted(unknown)}; "
-            f"known: {sorted(Capability.ALL)}"
+            f"{cls.__name__} ({cls.name}) declares capabilities {sorted(unknown)} that no registered metric "
+            f"needs; known: {sorted(known_capabilities)} (a capability of your own needs a metric that "
+            "lists it in its `needs`)"
         )
     import dataclasses
 
@@ -141,7 +140,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
-        self.models = Registry("model", _validate_model)
+        self.models = Registry("model", lambda cls: _validate_model(cls, self.known_capabilities()))
         self.datasets = Registry("dataset", _validate_named("dataset", ("name", "kind", "build")))
         self.metrics = Registry("metric", _validate_named("metric", ("name", "columns", "compute")))
 
@@ -221,6 +220,14 @@ class PluginManager:
                         f"its {hook_name} hook raised {type(exc).__name__}: {exc}. Fix or uninstall the plugin.")
 
     # --- queries ----------------------------------------------------------------------------
+
+    def known_capabilities(self) -> frozenset[str]:
+        """genbench's own capabilities and every one a registered metric needs (metrics register
+        before models, so a family's own capability is known when the family registers)."""
+        from genbench.model import Capability
+
+        needed = (getattr(self.metrics.get(name), "needs", frozenset()) for name in self.metrics)
+        return Capability.ALL.union(*needed)
 
     def plugin_of(self, kind: str, name: str) -> str:
         return getattr(self, kind + "s").owners[name]

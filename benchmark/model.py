@@ -18,6 +18,27 @@ A family is a ``torch.nn.Module`` subclass of :class:`GenerativeModel` with
 * ``log_likelihood(x)`` -- exact log p(x) per example (exact-likelihood families only);
 * ``encode(x)`` / ``decode(z)`` / ``prior()`` -- torch distributions (latent-variable families).
 
+Optional parts that built-in metrics and the runner look for (all duck-typed; none is required):
+
+=================================  ===============================================================
+``config.batch_size``              the minibatch the runner draws (else the class's ``batch_size``)
+``config.obs_sigma``               a decoder whose p(x|z) is N(G(z), obs_sigma^2 I) (generators under
+                                   a Gaussian observation model): AIS and Parzen choose sigma on
+                                   validation data (:class:`genbench.toolkit.GaussianObservationDecoder`)
+``codes(x)``                       a deterministic encoder's codes, compared with ``prior()`` by the
+                                   aggregate-posterior metric (autoencoders)
+``translate(x, source, target)``   with the ``translate`` capability: images mapped between domains
+``n_categories``                   InfoGAN-style models: the size of the categorical code, read by the
+                                   family's own code-accuracy metric
+``progressive``, ``stage``,        a growing generator (ProGAN): its stages, read by the family's
+``sample_at_stage(n, stage)``      per-stage FID metric
+=================================  ===============================================================
+
+Capabilities are strings.  :class:`Capability` names the ones genbench's own metrics and checks
+use; a plugin may declare a capability of its own (e.g. ``"patches"`` for key-patch completion) as
+long as a registered metric needs it: registration rejects a capability nothing needs, which is
+almost always a typo.
+
 The model builds its own optimisers in ``__init__`` and keeps them in ``self.optimizers`` (a dict)
 so that checkpoints can save and restore them.
 """
@@ -36,7 +57,9 @@ from genbench.errors import CapabilityError, GenbenchError
 
 
 class Capability:
-    """Names of capabilities. Metrics declare which they need; models declare which they have."""
+    """The capabilities genbench itself knows. Metrics declare which they need; models declare which
+    they have.  A plugin's own capabilities are plain strings that its metrics need (see the module
+    docstring)."""
 
     SAMPLE = "sample"  # sample(n) returns data-space samples
     LOG_LIKELIHOOD = "log_likelihood"  # log_likelihood(x) is exact
@@ -44,9 +67,8 @@ class Capability:
     DECODER = "decoder"  # decode(z) and prior() only (e.g. a GAN under an observation model)
     CONDITIONAL = "conditional"  # sample(n, condition=...) honours a condition
     TRANSLATE = "translate"  # translate(x, source, target) maps between domains
-    PATCHES = "patches"  # completes whole images from key patches
 
-    ALL = frozenset({SAMPLE, LOG_LIKELIHOOD, LATENT, DECODER, CONDITIONAL, TRANSLATE, PATCHES})
+    ALL = frozenset({SAMPLE, LOG_LIKELIHOOD, LATENT, DECODER, CONDITIONAL, TRANSLATE})
 
 
 @dataclass(frozen=True)

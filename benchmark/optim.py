@@ -48,3 +48,16 @@ def adam(params: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
     fused = all(p.device.type in devices and torch.is_floating_point(p) for p in _tensors(params))
     kernel = {"fused": True} if fused else {"foreach": True}
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **kernel)
+
+
+def linear_decay(base_lr: float, progress: float, decay_from: float) -> float:
+    """Constant, then linearly down to 0 over the rest of the budget."""
+    if progress <= decay_from:
+        return base_lr
+    return base_lr * max(0.0, 1.0 - progress) / max(1e-8, 1.0 - decay_from)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of ``optimizer``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -66,6 +66,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from genbench.errors import GenbenchError
+from genbench.formatting import md_text, number
 from genbench.ranking import (
     FLAG,
     MARK,
@@ -735,29 +736,6 @@ def _drop_unreferenced_samples(suite_dir: Path) -> None:
 # ----------------------------------------------------------------------------- rendering
 
 
-def _num(value, digits: int = 4) -> str:
-    """``digits`` significant digits, in plain notation unless the number is huge or tiny."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    if not -4 <= magnitude < 7:
-        return f"{value:.{digits}g}"
-    decimals = max(0, digits - 1 - magnitude)
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def md_text(text: str, limit: int | None = None) -> str:
-    """Plugin text as literal Markdown inside a table cell: no markup, no HTML, one line."""
-    text = " ".join(str(text).split())
-    if limit and len(text) > limit:
-        text = text[: limit - 1] + "…"
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", text)
-
-
 def _anchor(title: str) -> str:
     """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
@@ -851,9 +829,9 @@ def markdown_table(rows: list[dict], metrics: list[str], directions: dict[str, s
                  f"{r['seeds_ok']}/{r['seeds']}",
                  str(round(steps)) if steps is not None and r["model"] != REFERENCE_MODEL else ""]
         for m in metrics:
-            text = _num(r.get(m))
+            text = number(r.get(m))
             if text and r.get(f"{m}_ci95") is not None:
-                text += f" ± {_num(r[f'{m}_ci95'], 2)}"
+                text += f" ± {number(r[f'{m}_ci95'], 2)}"
             text = marked(text, m in marks)
             if text and i in bold.get(m, ()):
                 text = f"**{text}**"
@@ -1176,3 +1154,9 @@ def cmd_publish(args, manager, console) -> int:
         console.print(f"{suite}/{dataset}: {len(board.rows)} rows, {len(trials.rows)} trials")
     console.print(f"wrote {len(result.files)} CSVs, {len(result.plots)} budget-curve plots and {result.readme}")
     return 0
+
+
+def record_rows(records: list[dict]) -> list[dict]:
+    """Records as the rows of a published per-trial CSV: the newest setup of each row, one record
+    per seed (the selection and flattening of :func:`publish`)."""
+    return [trial_row(rec, setup, {}) for picked in select_records(records).values() for rec, setup in picked]

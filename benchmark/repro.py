@@ -29,6 +29,7 @@ from pathlib import Path
 
 from genbench.budget import Budget
 from genbench.errors import GenbenchError
+from genbench.formatting import md_text, number
 from genbench.results import ci95
 
 REPRO_SUITE = "repro"
@@ -179,14 +180,6 @@ def plan_repro_trials(manager, claims: list[Claim], profile: str = "quick") -> l
 
 
 # ----------------------------------------------------------------------------- figures and verdicts
-
-
-def record_rows(records: list[dict]) -> list[dict]:
-    """Records as the rows of a published per-trial CSV: the newest setup of each row, one record
-    per seed (publish's own selection and flattening)."""
-    from genbench.publish import select_records, trial_row
-
-    return [trial_row(rec, setup, {}) for picked in select_records(records).values() for rec, setup in picked]
 
 
 def _config_of(row: dict) -> dict:
@@ -380,8 +373,6 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, 
     returns the README lines and the files written."""
     from urllib.parse import quote
 
-    from genbench.publish import _num, md_text
-
     def link(path: Path) -> str:
         return quote(path.relative_to(out_dir).as_posix())
 
@@ -405,12 +396,13 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, 
                   "reason | protocol | samples |",
                   "|:--|:--|:--|:--|:--|:--|--:|--:|:--|:--|:--|:--|"]
         for r in table:
-            ours = _num(r["genbench"]) + (f" ± {_num(r['genbench_ci95'])}" if r["genbench_ci95"] is not None else "")
+            ci = r["genbench_ci95"]
+            ours = number(r["genbench"]) + (f" ± {number(ci)}" if ci is not None else "")
             grid = (f"![{md_text(r['model'])}]({quote(str(Path(suite_dir.name) / r['samples']))})"
                     if r.get("samples") and (suite_dir / r["samples"]).exists() else "")
             cells = [*(md_text(r[k]) for k in ("family", "model", "dataset", "budget")),
                      f"{md_text(r['claim'])} ({md_text(r['source'])})", md_text(r["figure"]),
-                     _num(r["paper"]) or "qualitative", ours, f"**{r['verdict']}**", md_text(r["reason"]),
+                     number(r["paper"]) or "qualitative", ours, f"**{r['verdict']}**", md_text(r["reason"]),
                      md_text(r["protocol"]), grid]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -434,7 +426,7 @@ def render_suite(out_dir: Path, suite_dir: Path, trial_rows: list[dict], write, 
                   "|:--|:--|:--|:--|:--|--:|:--|"]
         for t in table:
             cells = [*(md_text(t[k]) for k in ("dataset", "model", "budget")), t["metric"], t["per_seed"],
-                     _num(t["worst_over_best"]), t["verdict"]]
+                     number(t["worst_over_best"]), t["verdict"]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines, files

@@ -53,8 +53,8 @@ import torch
 from genbench.checkpoint import capture_rng, restore_rng
 from genbench.datasets import Dataset
 from genbench.metrics import draw_samples, evaluating, held_out_condition
-from genbench.metrics.posterior import mmd2_unbiased
 from genbench.model import Capability, GenerativeModel
+from genbench.toolkit.mmd import mmd2_unbiased
 
 SELECT_EVERY = 0.1  # score at every 10% of the budget, and at its end
 VAL_NOISE_SEED = 1234  # dequantisation noise of the validation points: the same at every scoring
@@ -226,7 +226,7 @@ class ValidationMMD(Criterion):
         samples = draw_samples(model, self.n, torch.Generator().manual_seed(SCORE_SEED), None, self.device)
         if not torch.isfinite(samples).all():
             return math.nan
-        return mmd2_unbiased(samples.flatten(1), self.val, gaussian_kernels(self.bandwidths))
+        return float(mmd2_unbiased(samples.flatten(1).double(), self.val, gaussian_kernels(self.bandwidths)))
 
 
 def choose_criterion(model_cls: type[GenerativeModel], dataset: Dataset,

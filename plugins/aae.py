@@ -31,13 +31,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 import genbench
 from genbench.errors import GenbenchError
 from genbench.nn import randn, standard_normal
 from genbench.optim import adam
-from genbench_plugins.autoencoder import DeterministicAutoencoder, GaussianMixtureCodes, code_discriminator
+from genbench.toolkit import bce_with_logits
+from genbench.toolkit.autoencoders import DeterministicAutoencoder, GaussianMixtureCodes, code_discriminator
 
 PRIORS = ("gaussian", "mixture")
 
@@ -108,13 +108,12 @@ class AAE(DeterministicAutoencoder):
     def discriminator_loss(self, codes: torch.Tensor, prior_codes: torch.Tensor) -> torch.Tensor:
         """-[log d(z') + log(1 - d(z))] (batch means): 2 log 2 where d says 1/2 everywhere."""
         real, fake = self.discriminator(prior_codes), self.discriminator(codes)
-        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        return bce_with_logits(real, 1.0) + bce_with_logits(fake, 0.0)
 
     def generator_loss(self, codes: torch.Tensor) -> torch.Tensor:
         """-log d(E(x)) (batch mean): the encoder's non-saturating loss in the regularisation phase."""
         out = self.discriminator(codes)
-        return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        return bce_with_logits(out, 1.0)
 
     def train_step(self, batch, progress):
         x = batch["x"]

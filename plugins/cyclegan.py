@@ -47,8 +47,16 @@ from torch import nn
 import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, DataSpec, GenerativeModel
-from genbench.optim import adam
-from genbench_plugins.domains import DOMAIN_KEY, domain_index, domain_names
+from genbench.optim import adam, linear_decay, set_lr
+from genbench.toolkit import (
+    DOMAIN_KEY,
+    RecentImages,
+    batch_domains,
+    check_divisible_size,
+    domain_index,
+    domain_names,
+    init_normal,
+)
 
 
 @dataclass
@@ -66,15 +74,6 @@ class CycleGANConfig:
 
 
 # --- networks (shared with StarGAN, whose generator is adapted from CycleGAN's) ------------------
-
-
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """N(0, std) weights and zero biases for every convolution (the papers' initialisation)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 class ResidualBlock(nn.Module):
@@ -109,7 +108,7 @@ class ResnetGenerator(nn.Module):
             nn.Conv2d(w, out_channels, 3, padding=1, padding_mode=padding_mode),
             nn.Tanh(),
         )
-        init_weights(self)
+        init_normal(self)
 
     def forward(self, x):
         return self.net(x)
@@ -126,30 +125,10 @@ class PatchDiscriminator(nn.Module):
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.InstanceNorm2d(2 * w, affine=True), nn.LeakyReLU(0.2),
             nn.Conv2d(2 * w, 1, 3, padding=1),
         )
-        init_weights(self)
+        init_normal(self)
 
     def forward(self, x):
         return self.net(x)
-
-
-def check_even_size(name: str, spec: DataSpec, factor: int) -> None:
-    if spec.kind != "image" or len(spec.shape) != 3 or spec.shape[1] % factor or spec.shape[2] % factor:
-        raise GenbenchError(
-            f"{name} needs images of shape (C, H, W) with H and W divisible by {factor}; "
-            f"{spec.name} has shape {spec.shape}: crop or pad the images"
-        )
-
-
-def linear_decay(base_lr: float, progress: float, decay_from: float) -> float:
-    """Constant, then linearly down to 0 over the rest of the budget."""
-    if progress <= decay_from:
-        return base_lr
-    return base_lr * max(0.0, 1.0 - progress) / max(1e-8, 1.0 - decay_from)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 # --- losses -------------------------------------------------------------------------------------
@@ -202,42 +181,6 @@ class ImagePool(nn.Module):
 # --- the model ----------------------------------------------------------------------------------
 
 
-class RecentImages(nn.Module):
-    """A ring buffer of the latest training images and their domains (part of the state dict), from
-    which ``sample`` draws the images it translates."""
-
-    def __init__(self, size: int, shape: tuple[int, ...]):
-        super().__init__()
-        self.register_buffer("x", torch.zeros(size, *shape))
-        self.register_buffer("domain", torch.zeros(size, dtype=torch.long))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    def add(self, x: torch.Tensor, domain: torch.Tensor) -> None:
-        size = len(self.x)
-        x, domain = x[-size:], domain[-size:]
-        idx = (int(self.count) + torch.arange(len(x), device=self.x.device)) % size
-        self.x[idx] = x.detach().to(self.x.dtype)
-        self.domain[idx] = domain.to(self.domain.device)
-        self.count += len(x)
-
-    def draw(self, n: int, generator: torch.Generator | None, model_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        filled = min(int(self.count), len(self.x))
-        if filled == 0:
-            raise GenbenchError(
-                f"{model_name}.sample() translates recent training images and has none yet: call "
-                "train_step first, or translate your own images with translate(x, source, target)"
-            )
-        idx = torch.randint(filled, (n,), generator=generator).to(self.x.device)
-        return self.x[idx], self.domain[idx]
-
-
-def batch_domains(batch: dict[str, torch.Tensor], model_name: str) -> torch.Tensor:
-    if DOMAIN_KEY not in batch:
-        raise GenbenchError(f"{model_name} trains on batches with a 'domain' key; use a derived set such as "
-                            "digits-pair or digits-domains")
-    return batch[DOMAIN_KEY]
-
-
 class CycleGAN(GenerativeModel):
     name = "cyclegan"
     family = "CycleGAN"
@@ -263,7 +206,7 @@ class CycleGAN(GenerativeModel):
         ok, why = self.applies_to(spec)
         if not ok:
             raise GenbenchError(why)
-        check_even_size(self.name, spec, 2)
+        check_divisible_size(self.name, spec, 2)
         if config.batch_size < 8:
             raise GenbenchError(f"cyclegan: batch_size {config.batch_size} is too small to hold both domains; "
                                 "use 8 or more")

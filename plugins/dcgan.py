@@ -33,14 +33,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import genbench
 from genbench.model import Capability, GenerativeModel
 from genbench.optim import adam
-from genbench_plugins._conv import CanvasImages, canvas_size, dcgan_init, doublings, start_resolution
-from genbench_plugins.gan import GaussianObservationDecoder
+from genbench.toolkit import (
+    CanvasImages,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    GaussianObservationDecoder,
+    bce_with_logits,
+    canvas_size,
+    dcgan_init,
+)
 
 
 @dataclass
@@ -52,47 +57,6 @@ class DCGANConfig:
     batch_size: int = 64  # paper: 128
     init_std: float = 0.02
     obs_sigma: float = 0.1  # std of the Gaussian observation model used only for likelihood estimates
-
-
-def widths(width: int, n: int) -> list[int]:
-    """Channels of the ``n`` feature maps from the smallest spatial size up: width, width/2, ..."""
-    return [max(8, width // 2**i) for i in range(n)]
-
-
-class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int):
-        super().__init__()
-        start = start_resolution(size)
-        ch = widths(width, doublings(start, size))
-        # "project and reshape": a transposed convolution of a 1x1 input is a dense layer to a map
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, ch[0], start, 1, 0, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(True)]
-        for a, b in zip(ch[:-1], ch[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(ch[-1], channels, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
-
-
-class DCGANDiscriminator(nn.Module):
-    def __init__(self, channels: int, size: int, width: int):
-        super().__init__()
-        start = start_resolution(size)
-        ch = widths(width, doublings(start, size))[::-1]  # from the canvas down to the start size
-        layers: list[nn.Module] = [nn.Conv2d(channels, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for a, b in zip(ch[:-1], ch[1:]):
-            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(ch[-1], 1, start, 1, 0)]  # one logit from the start x start map
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)
-
-
-def bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 class DCGAN(CanvasImages, GaussianObservationDecoder, GenerativeModel):

@@ -65,26 +65,24 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
 import genbench
 from genbench.datasets import (
     DIGITS_SPEC,
     MNIST_SPEC,
-    SPLITS,
     Dataset,
     DatasetEntry,
+    derived_dataset,
     load_digits,
     load_mnist,
 )
 from genbench.errors import DatasetError, GenbenchError
 from genbench.features import Extractor, domain_extractor
 from genbench.metrics import EvalContext, Metric
-from genbench.metrics.fidelity import FeatureSet
 from genbench.model import Capability, DataSpec
 from genbench.profiles import Profile
+from genbench.toolkit import DOMAIN_KEY, domain_names, fid_between
 
-DOMAIN_KEY = "domain"
 DEFAULT_SEED = 0
 TRANSLATE_CHUNK = 500  # images translated per call: keeps temporaries small
 
@@ -148,29 +146,6 @@ FOUR_DOMAINS = ("original", "inverted", "rotated", "thick")
 PAIR_DOMAINS = ("original", "thick")
 
 
-def domain_names(spec: DataSpec) -> list[str]:
-    """The domain names of a derived dataset, in index order."""
-    extra = spec.extras.get(DOMAIN_KEY)
-    if not extra or "names" not in extra:
-        raise DatasetError(
-            f"dataset {spec.name!r} has no domains: a translation model needs a derived set whose "
-            f"DataSpec.extras has {{'domain': {{'names': [...]}}}}, such as digits-domains or digits-pair"
-        )
-    return list(extra["names"])
-
-
-def domain_index(names: Sequence[str], domain: int | str) -> int:
-    """The index of ``domain`` (an index or a name) among ``names``, with an error naming the choices."""
-    if isinstance(domain, str):
-        if domain not in names:
-            raise GenbenchError(f"unknown domain {domain!r}; the domains are {list(names)}")
-        return list(names).index(domain)
-    idx = int(domain)
-    if not 0 <= idx < len(names):
-        raise GenbenchError(f"domain index {idx} is out of range; the domains are {list(enumerate(names))}")
-    return idx
-
-
 def domain_spec(base: DataSpec, name: str, domains: Sequence[str]) -> DataSpec:
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown or len(set(domains)) != len(domains) or len(domains) < 2:
@@ -196,21 +171,17 @@ def make_domain_dataset(base: Dataset, spec: DataSpec, seed: int = DEFAULT_SEED)
         raise DatasetError(f"{spec.name}: domains are image transforms; base {base.name!r} holds {base.spec.kind}")
     names = domain_names(spec)
     g = torch.Generator().manual_seed(seed)
-    splits = {}
-    for split in SPLITS:
-        data = base.split(split)
-        x, y = data["x"].cpu(), data["y"].cpu()
+
+    def build_split(split, x, y):
         dom = deal_domains(len(x), len(names), g)
         out = torch.empty_like(x)
         for k, name in enumerate(names):
             mask = dom == k
             out[mask] = DOMAINS[name].forward(x[mask])
-        splits[split] = {"x": out, "y": y.clone(), DOMAIN_KEY: dom}
-    return Dataset(
-        spec=spec, splits=splits,
-        description=f"{base.name} split into domains {names} (unpaired, seed {seed})",
-        info={"base": base, "domains": names, "seed": seed},
-    )
+        return {"x": out, "y": y.clone(), DOMAIN_KEY: dom}
+
+    return derived_dataset(base, spec, build_split, f"{base.name} split into domains {names} (unpaired, seed {seed})",
+                           domains=names, seed=seed)
 
 
 DIGITS_DOMAINS_SPEC = domain_spec(DIGITS_SPEC, "digits-domains", FOUR_DOMAINS)
@@ -291,11 +262,6 @@ def _predict(extractor: Extractor, x: torch.Tensor) -> torch.Tensor:
     return extractor.features(x)[1].argmax(1)
 
 
-def _fid(extractor: Extractor, generated: torch.Tensor, real: torch.Tensor) -> float:
-    gen, ref = (FeatureSet(*extractor.features(v)) for v in (generated, real))
-    return float(fid_statistics_to_metric(gen.fid_stats(), ref.fid_stats(), verbose=False)[KEY_METRIC_FID])
-
-
 def translation_scores(translate: Translator, data: dict[str, torch.Tensor], names: Sequence[str],
                        domain_classifier: Extractor, digit_classifier: Extractor,
                        base_x: torch.Tensor | None = None) -> dict[str, float]:
@@ -330,7 +296,7 @@ def translation_scores(translate: Translator, data: dict[str, torch.Tensor], nam
             "cycle_error": sum(cyc) / len(cyc),
             "target_accuracy": sum(acc) / len(acc),
             "label_preservation": sum(keep) / len(keep),
-            "fid_target": _fid(domain_classifier, torch.cat(fakes), x[dom == t]),
+            "fid_target": fid_between(torch.cat(fakes), x[dom == t], domain_classifier),
         }
     out: dict[str, float] = {}
     for column in ("cycle_error", "target_accuracy", "label_preservation", "fid_target"):

@@ -33,13 +33,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import genbench
 from genbench.model import Capability, GenerativeModel
-from genbench.nn import diag_gaussian, randn, standard_normal
 from genbench.optim import adam
+from genbench.toolkit import GaussianObservationDecoder, bce_with_logits
 
 
 @dataclass
@@ -54,23 +53,6 @@ class GANConfig:
     beta1: float = 0.5  # (PacGAN: 0.8)
     batch_size: int = 100  # PacGAN
     obs_sigma: float = 0.1  # std of the Gaussian observation model used only for likelihood estimates
-
-
-class GaussianObservationDecoder:
-    """For generator families: ``decode(z)`` = N(G(z), obs_sigma^2 I) and a standard normal prior,
-    so AIS can estimate their likelihood like any decoder's.  Needs ``generate``, ``latent_dim``
-    and ``config.obs_sigma``."""
-
-    def sample(self, n, generator=None, condition=None):
-        return self.generate(randn((n, self.latent_dim), generator, self.device))
-
-    def decode(self, z):
-        mean = self.generate(z)
-        log_scale = torch.full_like(mean, float(torch.tensor(self.config.obs_sigma).log()))
-        return diag_gaussian(mean, log_scale, event_dims=len(self.spec.shape))
-
-    def prior(self):
-        return standard_normal(self.latent_dim, self.device)
 
 
 class Maxout(nn.Module):
@@ -134,14 +116,13 @@ class GAN(GaussianObservationDecoder, GenerativeModel):
         fake = self.generator(z)
         # discriminator: maximise log D(x) + log(1 - D(G(z)))
         d_real, d_fake = self.discriminator(real), self.discriminator(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        d_loss = bce_with_logits(d_real, 1.0) + bce_with_logits(d_fake, 0.0)
         self.optimizers["d"].zero_grad()
         d_loss.backward()
         self.optimizers["d"].step()
         # generator: non-saturating, maximise log D(G(z))
         g_out = self.discriminator(fake)
-        g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
+        g_loss = bce_with_logits(g_out, 1.0)
         self.optimizers["g"].zero_grad()
         g_loss.backward()
         self.optimizers["g"].step()

@@ -59,7 +59,7 @@ from genbench.features import domain_extractor
 from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, GenerativeModel
 from genbench.optim import adam
-from genbench_plugins._conv import check_image_spec, crop_to, dcgan_init, pad_to
+from genbench.toolkit import bce_with_logits, check_image_spec, crop_to, dcgan_init, pad_to
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -123,10 +123,6 @@ class InfoDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
         return self.d_head(h).flatten(), self.q_head(h)
-
-
-def bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 class InfoGAN(GenerativeModel):

@@ -69,11 +69,10 @@ import genbench
 from genbench.errors import GenbenchError
 from genbench.features import domain_extractor
 from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric
-from genbench.metrics.fidelity import FeatureSet
 from genbench.model import Capability, GenerativeModel
 from genbench.nn import randn
 from genbench.optim import adam
-from genbench_plugins._conv import canvas_size, crop_to, doublings, pad_to, start_resolution
+from genbench.toolkit import canvas_size, crop_to, doublings, fid_between, gradient_penalty, pad_to, start_resolution
 
 SQRT2 = math.sqrt(2.0)
 MAX_STAGES = 4  # 4x4 -> 32x32 (MNIST); the digits have 3
@@ -233,15 +232,6 @@ class ProDiscriminator(nn.Module):
         h = lrelu(self.final_conv(minibatch_stddev(h)))
         h = lrelu(self.final_dense(h))
         return self.out(h.flatten(1)).flatten()
-
-
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """E[(||grad_x D(x_hat)||_2 - 1)^2] on random points x_hat of the lines between real and fake
-    images (Gulrajani et al. 2017)."""
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
 class ProGAN(GenerativeModel):
@@ -405,8 +395,6 @@ class ProGANStageFID(Metric):
                 f"training have no column")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
-        from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
-
         model = ctx.model
         ext = domain_extractor(ctx.dataset, ctx.device)
         real = ctx.dataset.split("train")["x"][: ctx.profile.n_reference].cpu()
@@ -417,7 +405,6 @@ class ProGANStageFID(Metric):
             for stage in range(int(model.stage) + 1):
                 factor = model.size // model.resolutions[stage]
                 blurred = crop_to(upsample(downsample(pad_to(real, model.size), factor), factor), model.spec.shape)
-                ref = FeatureSet(*ext.features(blurred))
                 g = ctx.generator(offset=101 + stage)
                 chunks = []
                 with torch.no_grad():
@@ -425,9 +412,7 @@ class ProGANStageFID(Metric):
                         k = min(SAMPLE_CHUNK, n - start)
                         small = model.sample_at_stage(k, stage, generator=g).float().cpu()
                         chunks.append(crop_to(upsample(small, factor), model.spec.shape))
-                gen = FeatureSet(*ext.features(torch.cat(chunks)))
-                fid = fid_statistics_to_metric(gen.fid_stats(), ref.fid_stats(), verbose=False)[KEY_METRIC_FID]
-                out[stage_column(stage)] = float(fid)
+                out[stage_column(stage)] = fid_between(torch.cat(chunks), blurred, ext)
         finally:
             model.train()
         return out

@@ -83,15 +83,32 @@ import torch.nn.functional as F
 from torch import nn
 
 import genbench
-from genbench.datasets import DIGITS_SPEC, MNIST_SPEC, SPLITS, Dataset, DatasetEntry, load_digits, load_mnist
+from genbench.datasets import (
+    DIGITS_SPEC,
+    MNIST_SPEC,
+    Dataset,
+    DatasetEntry,
+    derived_dataset,
+    load_digits,
+    load_mnist,
+)
 from genbench.errors import DatasetError, GenbenchError
 from genbench.metrics import SAMPLE_CHUNK, EvalContext, Metric, evaluating
 from genbench.model import Capability, DataSpec, GenerativeModel
 from genbench.optim import adam
-from genbench_plugins._conv import CanvasImages, canvas_size, crop_to, dcgan_init, pad_to
-from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
+from genbench.toolkit import (
+    CanvasImages,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    bce_with_logits,
+    canvas_size,
+    crop_to,
+    dcgan_init,
+    pad_to,
+)
 
 PATCHES_KEY = "patches"
+PATCHES = "patches"  # the capability: completes whole images from key patches (needed by KeyPatchMetrics)
 MASK_KEY = "patch_mask"
 POS_KEY = "patch_pos"
 N_PATCHES = 3
@@ -161,15 +178,14 @@ def make_patch_dataset(base: Dataset, spec: DataSpec, seed: int = DEFAULT_SEED) 
         raise DatasetError(f"{spec.name}: key patches are cut from images; base {base.name!r} holds {base.spec.kind}")
     side, k = spec.extras[PATCHES_KEY]["side"], spec.extras[PATCHES_KEY]["count"]
     g = torch.Generator().manual_seed(seed)
-    splits = {}
-    for split in SPLITS:
-        data = base.split(split)
-        x = data["x"].cpu()
+
+    def build_split(split, x, y):
         pos = choose_windows(x, k, side, g)
-        splits[split] = {"x": x.clone(), "y": data["y"].cpu().clone(), PATCHES_KEY: cut_patches(x, pos, side),
-                         MASK_KEY: windows_mask(pos, side, x.shape[-2:]), POS_KEY: pos}
-    return Dataset(spec=spec, splits=splits, description=f"{base.name} with {k} key patches of {side}x{side} "
-                   f"per image, drawn by ink (seed {seed})", info={"base": base, "seed": seed})
+        return {"x": x.clone(), "y": y.clone(), PATCHES_KEY: cut_patches(x, pos, side),
+                MASK_KEY: windows_mask(pos, side, x.shape[-2:]), POS_KEY: pos}
+
+    return derived_dataset(base, spec, build_split, f"{base.name} with {k} key patches of {side}x{side} per image, "
+                           f"drawn by ink (seed {seed})", seed=seed)
 
 
 DIGITS_PATCHES_SPEC = patch_spec(DIGITS_SPEC, "digits-patches")
@@ -221,7 +237,7 @@ class PuzzleGAN(CanvasImages, GenerativeModel):
     name = "puzzle-gan"
     family = "Key-patch GAN"
     paper = "Lee et al. 2018, arXiv:1703.10730"
-    capabilities = frozenset({Capability.SAMPLE, Capability.CONDITIONAL, Capability.PATCHES})
+    capabilities = frozenset({Capability.SAMPLE, Capability.CONDITIONAL, PATCHES})
     data_kinds = frozenset({"image"})
     requires = frozenset({PATCHES_KEY, MASK_KEY})
     condition_key = PATCHES_KEY
@@ -387,7 +403,7 @@ class PatchCompletion(Metric):
                "mask_iou_chance": "none", "patch_fidelity": "higher",
                "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "none",
                "patch_fidelity_at_truth_chance": "none"}
-    needs = frozenset({Capability.PATCHES})
+    needs = frozenset({PATCHES})
     data_kinds = frozenset({"image"})
 
     def applies(self, model_cls, dataset):

@@ -67,7 +67,6 @@ image: G only takes the target).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,16 +76,17 @@ from torch import nn
 import genbench
 from genbench.errors import GenbenchError
 from genbench.model import Capability, DataSpec, GenerativeModel
-from genbench.optim import adam
-from genbench_plugins.cyclegan import (
+from genbench.optim import adam, linear_decay, set_lr
+from genbench.toolkit import (
+    DOMAIN_KEY,
     RecentImages,
     batch_domains,
-    check_even_size,
-    init_weights,
-    linear_decay,
-    set_lr,
+    check_divisible_size,
+    domain_index,
+    domain_names,
+    gradient_penalty,
+    init_normal,
 )
-from genbench_plugins.domains import DOMAIN_KEY, domain_index, domain_names
 
 
 @dataclass
@@ -152,7 +152,7 @@ class StarGenerator(nn.Module):
         layers += [nn.Conv2d(w, out_channels, outer_kernel, padding=pad, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         if init_std is not None:
-            init_weights(self, init_std)
+            init_normal(self, init_std)
 
     def forward(self, x):
         return self.net(x)
@@ -173,7 +173,7 @@ class StarDiscriminator(nn.Module):
         self.src = nn.Conv2d(2 * w, 1, 3, padding=1, bias=False)
         self.cls = nn.Conv2d(2 * w, num_domains, (h, v), bias=False)
         if init_std is not None:
-            init_weights(self, init_std)
+            init_normal(self, init_std)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
@@ -181,17 +181,6 @@ class StarDiscriminator(nn.Module):
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
         return self.src(self.body(x))
-
-
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     alpha: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP's penalty E[(||grad_x_hat critic(x_hat)||_2 - 1)^2] at x_hat = alpha real + (1 - alpha) fake
-    (Gulrajani et al. 2017); a patch critic's scores are summed, as in the StarGAN code."""
-    x_hat = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
-    # The critic gets a non-leaf alias: the budget's FLOP counter hooks module inputs for backward,
-    # and autograd.grad cannot run such a hook on a leaf tensor.
-    (grad,) = torch.autograd.grad(critic(x_hat.view_as(x_hat)).sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
 class StarGAN(GenerativeModel):
@@ -211,7 +200,7 @@ class StarGAN(GenerativeModel):
         if config.n_down < 0 or config.n_res < 0:
             raise GenbenchError(f"stargan: n_down and n_res must be 0 or more, not {config.n_down} and {config.n_res}")
         # D halves the image twice; G halves it n_down times and must be able to double it back
-        check_even_size(self.name, spec, max(4, 2**config.n_down))
+        check_divisible_size(self.name, spec, max(4, 2**config.n_down))
         if config.outer_kernel < 1 or config.outer_kernel % 2 == 0:
             raise GenbenchError(f"stargan: outer_kernel must be odd (it keeps the image size), "
                                 f"not {config.outer_kernel}")

@@ -69,14 +69,21 @@ import torch
 from torch import nn
 
 import genbench
-from genbench.datasets import DIGITS_SPEC, MNIST_SPEC, SPLITS, Dataset, DatasetEntry, load_digits, load_mnist
+from genbench.datasets import (
+    DIGITS_SPEC,
+    MNIST_SPEC,
+    Dataset,
+    DatasetEntry,
+    derived_dataset,
+    load_digits,
+    load_mnist,
+)
 from genbench.errors import DatasetError, GenbenchError
 from genbench.features import domain_extractor
 from genbench.metrics import EvalContext, Metric, draw_samples
 from genbench.model import Capability, DataSpec, GenerativeModel
 from genbench.optim import adam
-from genbench_plugins._conv import CanvasImages, canvas_size, dcgan_init
-from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator, bce_with_logits
+from genbench.toolkit import CanvasImages, DCGANDiscriminator, DCGANGenerator, bce_with_logits, canvas_size, dcgan_init
 
 CAPTION_KEY = "caption"
 DEFAULT_SEED = 0
@@ -148,10 +155,8 @@ def make_caption_dataset(base: Dataset, spec: DataSpec, seed: int = DEFAULT_SEED
     ink_train, y_train = mean_ink(train["x"].cpu()), train["y"].cpu()
     threshold = torch.stack([ink_train[y_train == d].median() for d in range(len(DIGIT_WORDS))])
     g = torch.Generator().manual_seed(seed)
-    splits = {}
-    for split in SPLITS:
-        data = base.split(split)
-        x, y = data["x"].cpu(), data["y"].cpu()
+
+    def build_split(split, x, y):
         thick = (mean_ink(x) > threshold[y]).long()
         phrasing = torch.randint(len(PHRASINGS), (len(x),), generator=g)
         if split != "test":
@@ -159,11 +164,10 @@ def make_caption_dataset(base: Dataset, spec: DataSpec, seed: int = DEFAULT_SEED
             shift = torch.randint(1, len(PHRASINGS), (len(x),), generator=g)
             phrasing = torch.where(seen_phrasing(y, phrasing), phrasing, (phrasing + shift) % len(PHRASINGS))
         texts = [caption_text(int(d), int(w), int(p)) for d, w, p in zip(y, thick, phrasing)]
-        splits[split] = {"x": x.clone(), "y": y.clone(), CAPTION_KEY: tokenize(texts), "thick": thick,
-                         "phrasing": phrasing}
-    return Dataset(spec=spec, splits=splits, description=f"{base.name} with captions of digit and stroke weight "
-                   f"(4 phrasings, held-out pairings in test; seed {seed})",
-                   info={"base": base, "ink_threshold": threshold, "seed": seed})
+        return {"x": x.clone(), "y": y.clone(), CAPTION_KEY: tokenize(texts), "thick": thick, "phrasing": phrasing}
+
+    return derived_dataset(base, spec, build_split, f"{base.name} with captions of digit and stroke weight "
+                           f"(4 phrasings, held-out pairings in test; seed {seed})", ink_threshold=threshold, seed=seed)
 
 
 DIGITS_CAPTIONS_SPEC = caption_spec(DIGITS_SPEC, "digits-captions")

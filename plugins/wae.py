@@ -34,34 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
 import genbench
 from genbench.errors import GenbenchError
 from genbench.nn import randn
 from genbench.optim import adam
-from genbench_plugins.autoencoder import DeterministicAutoencoder, code_discriminator
-
-IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def imq_mmd(qz: torch.Tensor, pz: torch.Tensor, base: float, scales=IMQ_SCALES) -> torch.Tensor:
-    """Unbiased estimate of MMD^2 between the rows of ``qz`` and ``pz`` (n each), with the kernel
-    sum_s C_s / (C_s + ||x - y||^2), C_s = base * s: the within-sample terms average over the n(n-1)
-    pairs i != j, the cross term over all n^2 pairs.  Differentiable; can be slightly negative."""
-    n = len(qz)
-    if n < 2 or pz.shape != qz.shape:
-        raise GenbenchError(f"the WAE MMD penalty needs two equal-sized batches of at least 2 codes, got "
-                            f"{tuple(qz.shape)} and {tuple(pz.shape)}: use batch_size >= 2")
-    d_qq, d_pp, d_qp = torch.cdist(qz, qz).pow(2), torch.cdist(pz, pz).pow(2), torch.cdist(qz, pz).pow(2)
-    off_diagonal = 1.0 - torch.eye(n, device=qz.device, dtype=qz.dtype)
-    total = qz.new_zeros(())
-    for s in scales:
-        c = base * s
-        within = ((c / (c + d_qq) + c / (c + d_pp)) * off_diagonal).sum() / (n * (n - 1))
-        total = total + within - 2.0 * (c / (c + d_qp)).mean()
-    return total
+from genbench.toolkit import bce_with_logits, imq_mmd2
+from genbench.toolkit.autoencoders import DeterministicAutoencoder, code_discriminator
 
 
 @dataclass
@@ -131,7 +111,7 @@ class WAEMMD(WAEBase):
 
     def penalty(self, codes: torch.Tensor, prior_codes: torch.Tensor) -> torch.Tensor:
         """MMD^2 between codes and prior samples, IMQ kernels with C = 2 d_z sigma_z^2 s."""
-        return imq_mmd(codes, prior_codes, base=2.0 * self.latent_dim * self.config.prior_std**2)
+        return imq_mmd2(codes, prior_codes, base=2.0 * self.latent_dim * self.config.prior_std**2)
 
     def train_step(self, batch, progress):
         self.set_learning_rates(progress)
@@ -165,13 +145,11 @@ class WAEGAN(WAEBase):
     def adversary_loss(self, codes: torch.Tensor, prior_codes: torch.Tensor) -> torch.Tensor:
         """-lambda [log d(z') + log(1 - d(z))] (batch means)."""
         real, fake = self.discriminator(prior_codes), self.discriminator(codes)
-        return self.config.lam * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                                  + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        return self.config.lam * (bce_with_logits(real, 1.0) + bce_with_logits(fake, 0.0))
 
     def penalty(self, codes: torch.Tensor) -> torch.Tensor:
         """-log d(E(x)) (batch mean), the encoder's side of the adversarial D_Z."""
-        out = self.discriminator(codes)
-        return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        return bce_with_logits(self.discriminator(codes), 1.0)
 
     def train_step(self, batch, progress):
         self.set_learning_rates(progress)

@@ -406,7 +406,7 @@ def test_puzzle_gan_losses_on_a_fixed_batch(patches):
     the same noise; G updates only every g_every D steps; the weights decay from start to end."""
     import copy
 
-    from genbench_plugins._conv import pad_to
+    from genbench.toolkit import pad_to
 
     model = build(PuzzleGAN, patches, g_every=2)
     batch = {k: v[:32] for k, v in patches.split("train").items()}

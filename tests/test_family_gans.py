@@ -19,10 +19,11 @@ from genbench.features import Extractor
 from genbench.metrics import EvalContext
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import get_profile
+from genbench.toolkit import gradient_penalty
 from genbench_plugins.dcgan import DCGAN
 from genbench_plugins.gan import GAN
 from genbench_plugins.infogan import InfoGAN, InfoGANCodeAccuracy, hungarian_accuracy
-from genbench_plugins.progan import ProGAN, ProGANStageFID, gradient_penalty, schedule
+from genbench_plugins.progan import ProGAN, ProGANStageFID, schedule
 
 FAMILIES = [DCGAN, InfoGAN, ProGAN]
 

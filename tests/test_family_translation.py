@@ -9,6 +9,7 @@ from genbench.errors import GenbenchError
 from genbench.features import Extractor, accuracy, train_domain_classifier
 from genbench.metrics import EvalContext
 from genbench.profiles import get_profile
+from genbench.toolkit import gradient_penalty
 from genbench_plugins import domains as dom_mod
 from genbench_plugins.cyclegan import CycleGAN, lsgan_d_loss, lsgan_g_loss
 from genbench_plugins.domains import (
@@ -20,7 +21,7 @@ from genbench_plugins.domains import (
     load_mnist_pair,
     translation_scores,
 )
-from genbench_plugins.stargan import StarGAN, gradient_penalty
+from genbench_plugins.stargan import StarGAN
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -251,7 +251,7 @@ class Captioned(Noise):
 
 class Patched(Noise):
     name = "patched"
-    capabilities = frozenset({Capability.SAMPLE, Capability.CONDITIONAL, Capability.PATCHES})
+    capabilities = frozenset({Capability.SAMPLE, Capability.CONDITIONAL, "patches"})
     condition_key = "patches"
 
 

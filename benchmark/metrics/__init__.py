@@ -17,7 +17,7 @@ finite and, for images, in [0, 1]; log-likelihoods ``(n,)`` and never NaN or +in
 density at a point, is an honest answer and is reported as such).  A violation raises
 :class:`ContractViolation`, which fails the whole trial with one line (the runner does not keep
 it as one metric's error): a model that breaks the contract has no trustworthy cell at all.
-The words are those of ``genbench check`` (:func:`genbench.check.sample_violation`).
+The words are those of ``genbench check`` (:func:`genbench.contract.sample_violation`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from genbench.contract import sample_violation
 from genbench.datasets import Dataset
 from genbench.errors import GenbenchError
 from genbench.model import GenerativeModel
@@ -51,8 +52,6 @@ def contract_violation(model: GenerativeModel, call: str, problem: tuple[str, st
 
 def enforce_sample_contract(model: GenerativeModel, x, n: int) -> None:
     """Raise :class:`ContractViolation` unless ``x`` honours the contract of ``sample(n)``."""
-    from genbench.check import sample_violation  # check imports this module: imported when used
-
     problem = sample_violation(x, n, model.spec)
     if problem is not None:
         raise contract_violation(model, "sample", problem)
@@ -74,12 +73,14 @@ def library_threads() -> Iterator[None]:
 
 
 @contextmanager
-def evaluating(model: GenerativeModel) -> Iterator[GenerativeModel]:
-    """The model in eval mode without gradients, its previous mode restored afterwards."""
+def evaluating(model: GenerativeModel, no_grad: bool = True) -> Iterator[GenerativeModel]:
+    """The model in eval mode (batch norm on its running statistics) for the block, its previous
+    mode restored afterwards; without gradients unless ``no_grad=False`` (AIS's HMC and the q* fit
+    differentiate through the model)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not no_grad):
             yield model
     finally:
         model.train(was_training)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from genbench.errors import GenbenchError
-from genbench.metrics import EvalContext, Metric
+from genbench.metrics import EvalContext, Metric, evaluating
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
 
@@ -487,17 +487,6 @@ def seeded(seed: int, device: torch.device):
         yield
 
 
-@contextlib.contextmanager
-def evaluating(model: GenerativeModel):
-    """Evaluation mode (batch norm uses running statistics) for the block, then back to training."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def likelihood_points(ctx: EvalContext) -> torch.Tensor:
     """The dequantised test points every AIS-based column is computed on (the same for all)."""
     from genbench.metrics.likelihood import dequantized_test
@@ -513,7 +502,7 @@ def chosen_obs_sigma(ctx: EvalContext) -> tuple[float | None, dict]:
         val = ctx.dataset.split("val")["x"][: ctx.profile.obs_sigma_val_points].cpu()  # CPU generator below
         x_val = ctx.dataset.spec.dequantize(val, generator=torch.Generator().manual_seed(4321)).to(ctx.device)
         settings = settings_for(ctx)
-        with seeded(ctx.seed + 11, ctx.device), evaluating(ctx.model):
+        with seeded(ctx.seed + 11, ctx.device), evaluating(ctx.model, no_grad=False):
             ctx.memo["obs_sigma"] = select_obs_sigma(ctx.model, x_val, ctx.profile.obs_sigma_grid, settings)
     return ctx.memo["obs_sigma"]
 
@@ -528,7 +517,7 @@ def ais_on_test(ctx: EvalContext) -> AISResult:
     key = f"ais:{ctx.profile.ais_points}:{sigma}"
     if key not in ctx.memo:
         x = likelihood_points(ctx)
-        with seeded(ctx.seed + 7, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
+        with seeded(ctx.seed + 7, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
             ctx.memo[key] = ais_log_likelihood(ctx.model, x, settings_for(ctx))
     return ctx.memo[key]
 
@@ -545,7 +534,7 @@ def iwae_on_test(ctx: EvalContext):
     key = f"iwae:{ctx.profile.ais_points}:{ctx.profile.iwae_k}:{sigma}"
     if key not in ctx.memo:
         x = likelihood_points(ctx)
-        with seeded(ctx.seed + 23, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma), torch.no_grad():
+        with seeded(ctx.seed + 23, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
             ctx.memo[key] = iwae_bounds(ctx.model, x, ctx.profile.iwae_k, ctx.profile.iwae_chunk_rows)
     return ctx.memo[key]
 
@@ -557,7 +546,7 @@ def bdmc_on_simulated(ctx: EvalContext) -> BDMCResult | None:
     sigma, _ = chosen_obs_sigma(ctx)
     key = f"bdmc:{ctx.profile.bdmc_points}:{sigma}"
     if key not in ctx.memo:
-        with seeded(ctx.seed + 13, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
+        with seeded(ctx.seed + 13, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
             ctx.memo[key] = bdmc(ctx.model, ctx.profile.bdmc_points, settings_for(ctx))
     return ctx.memo[key]
 

@@ -46,6 +46,18 @@ class FeatureSet:
         return fid_features_to_statistics(self.features)
 
 
+def fid(gen: FeatureSet, ref: FeatureSet) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets (torch-fidelity's)."""
+    return float(fid_statistics_to_metric(gen.fid_stats(), ref.fid_stats(), verbose=False)[KEY_METRIC_FID])
+
+
+def fid_between(generated: torch.Tensor, reference: torch.Tensor, extractor: Extractor) -> float:
+    """FID between two image batches in [0, 1] on the features of ``extractor`` (e.g.
+    :func:`genbench.features.domain_extractor`), for a family's own metric: a stage, a domain, a
+    condition.  Nothing is cached; the headline FID goes through :func:`reference_features`."""
+    return fid(FeatureSet(*extractor.features(generated)), FeatureSet(*extractor.features(reference)))
+
+
 def reference_features(dataset: Dataset, extractor: Extractor, split: str, limit: int) -> FeatureSet:
     """Features of real data, computed once per (dataset, split, extractor, count) and cached in a
     verified file (:func:`genbench.features.save_verified`: rebuilt when it does not match)."""
@@ -64,7 +76,7 @@ def reference_features(dataset: Dataset, extractor: Extractor, split: str, limit
 
 def fidelity_metrics(gen: FeatureSet, ref: FeatureSet, profile: Profile, seed: int = 0) -> dict[str, float]:
     """FID, IS (of ``gen``), KID and precision/recall of ``gen`` against ``ref`` via torch-fidelity."""
-    out = {FID: fid_statistics_to_metric(gen.fid_stats(), ref.fid_stats(), verbose=False)[KEY_METRIC_FID]}
+    out = {FID: fid(gen, ref)}
     out[IS] = isc_features_to_metric(gen.logits, splits=profile.is_splits, rng_seed=seed)[KEY_METRIC_ISC_MEAN]
     subset = min(profile.kid_subset_size, len(gen.features), len(ref.features))
     kid = kid_features_to_metric(

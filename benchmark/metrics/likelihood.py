@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from genbench.metrics import EvalContext, Metric, contract_violation
+from genbench.contract import log_likelihood_violation
+from genbench.metrics import EvalContext, Metric, contract_violation, evaluating
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
 
@@ -34,8 +35,6 @@ def exact_log_likelihood(model: GenerativeModel, x: torch.Tensor, contract: bool
     """``model.log_likelihood`` of ``x`` in chunks, float64 on the CPU.  With ``contract``, every chunk
     as the model returned it must be ``(len(chunk),)`` log-densities without NaN or +inf, else
     :class:`~genbench.metrics.ContractViolation` is raised (-inf, zero density, is allowed)."""
-    from genbench.check import log_likelihood_violation  # check imports genbench.metrics: imported when used
-
     out = []
     for c in x.split(LIKELIHOOD_CHUNK):
         ll = model.log_likelihood(c)
@@ -57,8 +56,6 @@ class ExactLikelihood(Metric):
                 "(the same points as the IWAE and AIS estimates of latent-variable models)")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
-        from genbench.metrics.ais import evaluating
-
         # the points (and dequantisation noise) of the IWAE / AIS columns, so bpd compares across families
         x = dequantized_test(ctx)[: ctx.profile.ais_points]
         with evaluating(ctx.model):

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 import torch
 
 from genbench.errors import GenbenchError
-from genbench.metrics import EvalContext, Metric
+from genbench.metrics import EvalContext, Metric, evaluating
 from genbench.metrics.ais import (
     ais_on_test,
     chosen_obs_sigma,
     diagnose_ais,
-    evaluating,
     iwae_on_test,
     likelihood_points,
     obs_sigma,
@@ -46,6 +45,7 @@ from genbench.metrics.ais import (
 from genbench.metrics.likelihood import IWAEResult, dequantized_test, iwae_bounds
 from genbench.model import Capability, GenerativeModel
 from genbench.profiles import Profile
+from genbench.toolkit.mmd import IMQ_SCALES, imq_mmd2
 
 CHECK_EVERY = 50  # steps per window of the convergence test of q*
 PLATEAU_Z = 3.0  # a gradient drift statistic within this many standard deviations of pure noise: a plateau
@@ -293,7 +293,7 @@ class PosteriorGaps(Metric):
         bounds = iwae_on_test(ctx)
         x = likelihood_points(ctx)
         settings = QStarSettings.from_profile(ctx.profile)
-        with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model), obs_sigma(ctx.model, sigma):
+        with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
             result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais, bounds=bounds)
         result.ais_trusted = diagnosis.trusted
         out = result.columns()
@@ -315,34 +315,11 @@ class PosteriorGaps(Metric):
 
 # --- aggregate posterior vs prior -------------------------------------------------------------------
 
-IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def imq_kernel(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    return c / (c + torch.cdist(a, b).pow(2))
-
-
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, kernel) -> float:
-    """Unbiased estimate of MMD^2 (Gretton et al. 2012) between samples ``x`` (n, d) and ``y``
-    (m, d) under ``kernel(a, b)`` -> the (len(a), len(b)) kernel matrix."""
-    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise GenbenchError(f"MMD needs two sample matrices with the same width, got {tuple(x.shape)} "
-                            f"and {tuple(y.shape)}")
-    n, m = len(x), len(y)
-    if n < 2 or m < 2:
-        raise GenbenchError(f"the unbiased MMD needs at least 2 samples on each side, got {n} and {m}")
-    x, y = x.double(), y.double()
-    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
-    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
-
-
 def mmd_unbiased(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> float:
     """Unbiased MMD^2 with the inverse multiquadratic kernel k(a, b) = C / (C + |a - b|^2) summed
-    over C = 2 d scale^2 s for s in IMQ_SCALES (Tolstikhin et al. 2018); ``scale`` is the prior's
-    standard deviation."""
-    d = x.shape[-1]
-    return mmd2_unbiased(x, y, lambda a, b: sum(imq_kernel(a, b, 2.0 * d * scale**2 * s) for s in IMQ_SCALES))
+    over C = 2 d scale^2 s for s in IMQ_SCALES (Tolstikhin et al. 2018), in float64; ``scale`` is
+    the prior's standard deviation."""
+    return float(imq_mmd2(x.double(), y.double(), base=2.0 * x.shape[-1] * scale**2))
 
 
 def has_codes(model_cls) -> bool:
@@ -377,7 +354,7 @@ class AggregatePosteriorMMD(Metric):
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         x = dequantized_test(ctx)
-        with seeded(ctx.seed + 19, ctx.device), evaluating(ctx.model):
+        with seeded(ctx.seed + 19, ctx.device), evaluating(ctx.model, no_grad=False):
             q = aggregate_posterior_samples(ctx.model, x)
             p = ctx.model.prior().sample((len(q),)).flatten(1)
         scale = float(p.double().var(0).mean().sqrt())

@@ -25,8 +25,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 from genbench.budget import Budget
 from genbench.nn import mlp
 from genbench.runner import train
-from genbench_plugins._conv import dcgan_init
-from genbench_plugins.dcgan import DCGANDiscriminator, DCGANGenerator
+from genbench.toolkit import DCGANDiscriminator, DCGANGenerator, dcgan_init
 
 STEPS = 300  # per timed run with --benchmark-enable
 QUICK_STEPS = 5  # per run under --benchmark-disable (the default): a plain test
