@@ -96,6 +96,27 @@ def test_help_of_run_says_set_wins_over_the_suite_file():
     assert "--set MODEL.FIELD=VALUE" in text and "wins over the suite file" in text
 
 
+def test_set_value_typed_by_annotation_passes_the_suite_check_when_the_default_has_another_type():
+    from genbench.model import GenerativeModel
+    from genbench.suite import check_overrides
+
+    @dataclass
+    class Cfg:
+        scale: float = 1  # an int default under a float annotation
+        sigma: float | None = None
+
+    class Scaled(GenerativeModel):
+        name = "scaled"
+        Config = Cfg
+
+    overrides = {"scale": parse_value("0.5", field_types(Cfg)["scale"], "scale"),
+                 "sigma": parse_value("2", field_types(Cfg)["sigma"], "sigma")}
+    assert overrides == {"scale": 0.5, "sigma": 2.0}
+    check_overrides(Scaled, overrides, "--set")  # no error: the value has its field's annotated type
+    with pytest.raises(GenbenchError, match="scaled.scale expects float"):
+        check_overrides(Scaled, {"scale": "big"}, "suite file")
+
+
 # ----------------------------------------------------------------------------- --set: into the trial
 
 
