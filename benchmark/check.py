@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,8 +88,10 @@ def _brief(exc: BaseException) -> str:
 class ModelChecker:
     """Runs the checks for one model on one dataset."""
 
-    def __init__(self, model_cls: type[GenerativeModel], dataset, steps: int = 4, device="cpu"):
+    def __init__(self, model_cls: type[GenerativeModel], dataset, steps: int = 4, device="cpu",
+                 config: dict | None = None):
         self.cls, self.dataset, self.steps = model_cls, dataset, steps
+        self.config = dict(config or {})  # overrides of the family's defaults (`--set`)
         self.device = torch.device(device)
         self.spec = dataset.spec
         self.results: list[CheckResult] = []
@@ -115,7 +118,7 @@ class ModelChecker:
 
     def build(self, seed: int = 0) -> GenerativeModel:
         torch.manual_seed(seed)
-        return self.cls(self.cls.make_config({}), self.spec).to(self.device)
+        return self.cls(self.cls.make_config(self.config), self.spec).to(self.device)
 
     def train(self, model: GenerativeModel, validate: bool = False) -> list[dict]:
         """``steps`` steps through the runner's batch stream, with the runner's ``progress``."""
@@ -175,8 +178,9 @@ class ModelChecker:
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         _require(not missing, f"fields without a default: {missing}",
                  "give every config field a default (the paper's value)")
-        cfg = self.cls.make_config({})
-        return f"{type(cfg).__name__} with {len(dataclasses.fields(cfg))} fields"
+        cfg = self.cls.make_config(self.config)
+        overridden = f" (set: {', '.join(f'{k}={v!r}' for k, v in self.config.items())})" if self.config else ""
+        return f"{type(cfg).__name__} with {len(dataclasses.fields(cfg))} fields{overridden}"
 
     def check_build(self) -> str:
         model = self.build()
@@ -393,7 +397,8 @@ def datasets_to_check(manager, model_cls, names: list[str] | None) -> list[str]:
 
 
 def check_models(manager, models: list[str], datasets: list[str] | None = None, steps: int = 4,
-                 device: str = "cpu") -> list[CheckResult]:
+                 device: str = "cpu", config: dict | None = None) -> list[CheckResult]:
+    """Every check of each of ``models``; ``config`` maps a model name to overrides of its config."""
     from genbench.runner import resolve_device
 
     dev = resolve_device(device)
@@ -409,7 +414,7 @@ def check_models(manager, models: list[str], datasets: list[str] | None = None, 
                 results.append(CheckResult(name, d, "dataset", False, f"could not load {d}: {_brief(exc)}",
                                            "fix the dataset's files or pick another with --dataset"))
                 continue
-            results.extend(ModelChecker(cls, built[d], steps, dev).run())
+            results.extend(ModelChecker(cls, built[d], steps, dev, (config or {}).get(name)).run())
     return results
 
 
@@ -443,6 +448,12 @@ def cmd_check(args, manager, console: Console) -> int:
         raise GenbenchError("name a model to check (see `genbench list`), or use --all")
     for name in models:
         manager.models.get(name)
-    results = check_models(manager, models, args.dataset, args.steps, args.device)
-    print_results(console, results)
+    from genbench.overrides import parse_sets
+
+    config = parse_sets(args.sets, manager, models, add="name it: genbench check {model}")
+    results = check_models(manager, models, args.dataset, args.steps, args.device, config)
+    if args.json:  # stdout carries the JSON alone
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+    else:
+        print_results(console, results)
     return 0 if all(r.ok for r in results) else 1

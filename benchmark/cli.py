@@ -1,24 +1,32 @@
-"""The `genbench` command line: list, run, leaderboard."""
+"""The `genbench` command line: list, run, check, publish, leaderboard."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
-from genbench.budget import Budget
 from genbench.errors import GenbenchError
-from genbench.manager import PluginManager
 from genbench.profiles import PROFILES, get_profile
+
+# torch, rich and the plugins are imported inside the commands that use them, so that
+# `genbench --help` and a mistyped flag answer at once
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genbench.manager import PluginManager
 
 DEFAULT_RUNS = "runs"
 # columns shown in the terminal table (the CSVs have all of them), in this order when present
 SHOWN = ["fid", "is", "kid", "precision", "recall", "fid_inception", "nll", "bpd", "nll_excess", "elbo", "iwae",
          "ais", "inference_gap", "modes", "hq_pct", "mode_kl"]
+
+
+SET_HELP = ("override a field of a model's config, typed by the field's annotation (repeatable), "
+            "e.g. --set vae.lr=3e-4 --set vae.hidden=200")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="load a local plugin file (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="registered models, datasets and metrics")
+    ls = sub.add_parser("list", help="registered models, datasets and metrics")
+    ls.add_argument("-v", "--verbose", action="store_true",
+                    help="every dataset each model applies to, its plugin, and every metric column")
+    ls.add_argument("--json", action="store_true", help="print the facts as JSON (and nothing else) on stdout")
 
     r = sub.add_parser("run", help="train and evaluate models under one budget")
     r.add_argument("--all", action="store_true", help="every registered model on every dataset of the profile")
@@ -44,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="suite name (folder under the runs dir; default: the profile); `--suite repro` alone runs "
                         "the reproduction suite: each family's published claim at its own budget")
     r.add_argument("--suite-file", default=None, help="TOML file with models, datasets, budget, seeds, profile")
+    r.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE", dest="sets",
+                   help=SET_HELP + "; recorded in the trial's config and its hash as a --suite-file "
+                        "[config.MODEL] table is, and wins over the suite file's value for the same field")
     r.add_argument("--runs-dir", default=DEFAULT_RUNS)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--rerun", action="store_true",
@@ -74,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", action="append", help="dataset to check on (default: one per data kind)")
     c.add_argument("--steps", type=int, default=4, help="training steps per build (default 4)")
     c.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    c.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE", dest="sets", help=SET_HELP)
+    c.add_argument("--json", action="store_true",
+                   help="print the checks as JSON (and nothing else) on stdout; the exit code is the same")
 
     pb = sub.add_parser("publish", help="write leaderboard CSVs with provenance, sample grids, budget curves and a "
                                         "rendered README (merged into what --out already holds)")
@@ -89,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--timings", action="store_true",
                     help="show where each model's time went (train_s, eval_s and each metric's seconds) "
                          "instead of its metrics")
+    lb.add_argument("--json", action="store_true",
+                    help="print the leaderboard rows (the CSV's columns) as JSON, per dataset, on stdout")
     return p
 
 
@@ -138,6 +157,7 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
     trial, bold is the best mean and every row not significantly different from it.  The notes
     column numbers the rows that have notes; the notes follow the table in full, so a narrow
     terminal does not fold them into a column a dozen characters wide."""
+    from rich.table import Table
     from rich.text import Text
 
     from genbench.ranking import FLAG, MARK, TEST, flagged, loads, marked
@@ -194,6 +214,7 @@ def _seconds(value) -> str:
 def show_timings(console: Console, records: list[dict], datasets: list[str] | None = None) -> None:
     """One rich table per dataset of where each model's time went: the mean over finished seeds of
     training, evaluation, one-off preparation and each metric (:func:`genbench.results.timings_table`)."""
+    from rich.table import Table
     from rich.text import Text
 
     from genbench.results import TIMING_KEYS, timings_table
@@ -221,40 +242,87 @@ def show_timings(console: Console, records: list[dict], datasets: list[str] | No
                            "written before the time was kept", style="dim"))
 
 
-def cmd_list(manager: PluginManager, console: Console) -> None:
-    table = Table(title="models", header_style="bold")
-    for head in ("name", "family", "capabilities", "datasets", "plugin"):
-        table.add_column(head)
+def list_facts(manager: PluginManager) -> dict:
+    """What `genbench list` shows, as plain data (the JSON of `genbench list --json`)."""
+    from genbench.suite import default_datasets, runs_by_default
+
+    defaults = default_datasets(manager)
+    models = []
     for name in manager.models:
         cls = manager.models.get(name)
-        table.add_row(name, cls.family, ", ".join(sorted(cls.capabilities)),
-                      ", ".join(manager.datasets_for(cls)), manager.plugin_of("model", name))
-    console.print(table)
-    dt = Table(title="datasets", header_style="bold")
-    for head in ("name", "kind", "shape", "in --all", "description"):
-        dt.add_column(head)
+        models.append({
+            "name": name, "family": cls.family, "capabilities": sorted(cls.capabilities),
+            "all_datasets": [d for d in defaults if runs_by_default(cls, manager.datasets.get(d).spec)],
+            "datasets": manager.datasets_for(cls), "plugin": manager.plugin_of("model", name), "paper": cls.paper,
+        })
+    datasets = []
     for name in manager.datasets:
         e = manager.datasets.get(name)
-        dt.add_row(name, e.kind, "x".join(map(str, e.spec.shape)), "yes" if e.in_default_suite else "no",
-                   e.description)
-    console.print(dt)
-    mt = Table(title="metrics", header_style="bold")
-    for head in ("name", "columns", "needs", "data"):
-        mt.add_column(head)
+        datasets.append({"name": name, "kind": e.kind, "shape": list(e.spec.shape),
+                         "in_default_suite": e.in_default_suite, "description": e.description})
+    metrics = []
     for name in manager.metrics:
         m = manager.metrics.get(name)
-        mt.add_row(name, ", ".join(m.columns), ", ".join(sorted(m.needs)), ", ".join(sorted(m.data_kinds)))
-    console.print(mt)
-    for name, why in manager.broken.items():
+        metrics.append({"name": name, "columns": list(m.columns), "needs": m.needs_text(),
+                        "data_kinds": sorted(m.data_kinds)})
+    return {"models": models, "datasets": datasets, "metrics": metrics, "broken_plugins": dict(manager.broken)}
+
+
+def cmd_list(manager: PluginManager, console: Console, verbose: bool = False) -> None:
+    """One line per model (the datasets `--all` runs it on), dataset and metric; ``verbose`` adds
+    every dataset a model applies to and its plugin, and wraps long cells instead of cutting them."""
+    facts = list_facts(manager)
+    if verbose:
+        models = [(m["name"], m["family"], ", ".join(m["capabilities"]), ", ".join(m["datasets"]),
+                   ", ".join(m["all_datasets"]), m["plugin"]) for m in facts["models"]]
+        model_heads = ("name", "family", "capabilities", "datasets", "datasets under --all", "plugin")
+    else:
+        models = [(m["name"], m["family"], ", ".join(m["capabilities"]), ", ".join(m["all_datasets"]))
+                  for m in facts["models"]]
+        model_heads = ("name", "family", "capabilities", "datasets under --all")
+    console.print(_list_table("models", model_heads, models, verbose))
+    datasets = [(d["name"], d["kind"], "x".join(map(str, d["shape"])), "yes" if d["in_default_suite"] else "no",
+                 d["description"]) for d in facts["datasets"]]
+    console.print(_list_table("datasets", ("name", "kind", "shape", "in --all", "description"), datasets, verbose))
+    metrics = [(m["name"], m["needs"], ", ".join(m["data_kinds"]), ", ".join(m["columns"])) for m in facts["metrics"]]
+    console.print(_list_table("metrics", ("name", "needs", "data", "columns"), metrics, verbose))
+    for name, why in facts["broken_plugins"].items():
         console.print(f"[red]plugin {name!r} failed to load:[/red] {why}")
+    if not verbose:
+        console.print("[dim]genbench list -v: every dataset each model applies to, the plugins, whole cells; "
+                      "--json: all of it as JSON[/dim]")
+
+
+def _list_table(title: str, heads: tuple[str, ...], rows: list[tuple[str, ...]], verbose: bool):
+    """A table of `genbench list`: boxed with wrapped cells when ``verbose``; otherwise one line per
+    row, every column whole but the last, which is cut to the terminal's width."""
+    from rich import box
+    from rich.table import Table
+
+    if verbose:
+        table = Table(title=title, header_style="bold")
+        for head in heads:
+            table.add_column(head, overflow="fold")
+    else:
+        table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for i, head in enumerate(heads):
+            whole = max([len(head), *(len(row[i]) for row in rows)])
+            table.add_column(head, no_wrap=True, overflow="ellipsis", min_width=None if i == len(heads) - 1 else whole)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def cmd_run(args, manager: PluginManager, console: Console) -> int:
+    from genbench.budget import Budget
     from genbench.repro import REPRO_SUITE
     from genbench.suite import load_suite_file, plan_trials, run_suite, summary
 
     check_run_args(args)
     if args.suite == REPRO_SUITE and not (args.model or args.dataset or args.all or args.suite_file):
+        if args.sets:
+            raise GenbenchError("the reproduction suite runs each entry with its paper's config; drop --set, or "
+                                "name models with --model for a suite of your own")
         return cmd_repro(args, manager, console)
     models, datasets, budget_text = args.model, args.dataset, args.budget
     seeds, profile, config = (1 if args.seeds is None else args.seeds), args.profile, {}
@@ -268,6 +336,7 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
         profile = spec.get("profile", profile)
         config = spec.get("config", {})
         suite_name = suite_name or spec.get("name")
+    config = with_sets(config, args.sets, manager, models or (list(manager.models) if args.all else []))
 
     options = executor_options(args)
     prof = get_profile(profile)
@@ -298,6 +367,17 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     console.print(summary(records))
     console.print(f"leaderboard CSVs: {Path(args.runs_dir) / suite}/leaderboard-*.csv")
     return 0
+
+
+def with_sets(config: dict, sets: list[str], manager: PluginManager, models: list[str]) -> dict:
+    """``config`` ({model: {field: value}}, e.g. a suite file's) with the ``--set`` flags applied
+    over it: on the same field the flag wins."""
+    from genbench.overrides import parse_sets
+
+    merged = {model: dict(fields) for model, fields in config.items()}
+    for model, fields in parse_sets(sets, manager, models).items():
+        merged.setdefault(model, {}).update(fields)
+    return merged
 
 
 MAX_SEEDS = 1000  # more is a typo (a suite of that many trials per model would run for weeks)
@@ -337,6 +417,8 @@ def cmd_repro(args, manager: PluginManager, console: Console) -> int:
     """`genbench run --suite repro`: every entry of the shipped reproduction file at its own budget and
     seeds (``--seeds N`` overrides the seeds, e.g. 1 for a first look), then the paper-vs-genbench table."""
     import dataclasses
+
+    from rich.table import Table
 
     from genbench.publish import record_rows
     from genbench.ranking import metric_directions
@@ -383,6 +465,10 @@ def cmd_leaderboard(args, console: Console, manager: PluginManager | None = None
     if not records:
         raise GenbenchError(f"no results for suite {args.suite!r} under {args.runs_dir!r}; run `genbench run` first "
                             f"(or pass --suite/--runs-dir)")
+    if args.json:
+        print(json.dumps(leaderboard_json(records, args.dataset, args.timings, metric_directions(manager)),
+                         indent=2))
+        return 0
     if args.timings:
         show_timings(console, records, args.dataset)
         return 0
@@ -390,14 +476,38 @@ def cmd_leaderboard(args, console: Console, manager: PluginManager | None = None
     return 0
 
 
+def leaderboard_json(records: list[dict], datasets: list[str] | None, timings: bool,
+                     directions: dict[str, str]) -> dict[str, list[dict]]:
+    """Dataset -> its leaderboard rows, each an object with the columns of the dataset's CSV
+    (``timings``: the rows of the timings table instead); a missing value is null."""
+    from genbench.results import leaderboard, timings_table
+
+    out = {}
+    for ds in sorted({r["dataset"] for r in records}):
+        if datasets and ds not in datasets:
+            continue
+        df = timings_table(records, ds) if timings else leaderboard(records, ds, directions)
+        out[ds] = json.loads(df.to_json(orient="records"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    from genbench.manager import PluginManager
+
     # a pipe or CI log is not a terminal: give the wide leaderboard room instead of 80 columns
     console = Console() if sys.stdout.isatty() else Console(width=200)
+    if getattr(args, "json", False):  # stdout carries the JSON alone: messages and errors go to stderr
+        console = Console(stderr=True)
     try:
         manager = PluginManager(plugin_files=args.plugin)
         if args.command == "list":
-            cmd_list(manager, console)
+            if args.json:
+                print(json.dumps(list_facts(manager), indent=2))
+            else:
+                cmd_list(manager, console, verbose=args.verbose)
             return 0
         if args.command == "run":
             return cmd_run(args, manager, console)

@@ -67,6 +67,7 @@ import pandas as pd
 
 from genbench.errors import GenbenchError
 from genbench.formatting import md_text, number
+from genbench.overrides import set_text
 from genbench.ranking import (
     FLAG,
     MARK,
@@ -350,9 +351,17 @@ def reproduce_command(suite: str, model: str, dataset: str, budget: str, seeds: 
              "--profile", profile]
     if suite != profile:
         parts += ["--suite", suite]
+    # each config override as a --set flag; a value no flag can spell (a dict) goes to a suite file
+    in_file = {}
+    for name, value in sorted((overrides or {}).items()):
+        flag = set_text(value)
+        if flag is None:
+            in_file[name] = value
+        else:
+            parts += ["--set", f"{model}.{name}={flag}"]
     text = shlex.join(parts)
-    if overrides:
-        sets = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(overrides.items()))
+    if in_file:
+        sets = ", ".join(f"{k} = {json.dumps(v)}" for k, v in in_file.items())
         text += f"  # plus --suite-file FILE.toml with [config.{model}] {sets}"
     return text
 

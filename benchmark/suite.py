@@ -64,18 +64,24 @@ def runs_by_default(model_cls, spec) -> bool:
 
 
 def check_overrides(model_cls, overrides: dict, where: str) -> None:
-    """Config overrides name fields of the family's config and have the type of their defaults."""
+    """Config overrides name fields of the family's config and have the type of their defaults (or
+    of their annotation: ``scale: float = 1`` takes 0.5)."""
     import dataclasses
+
+    from genbench.overrides import field_types, is_plain_instance
 
     if not isinstance(overrides, dict):
         raise GenbenchError(f"{where}: the config of {model_cls.name!r} must be a table of field = value, "
                             f"got {type(overrides).__name__}")
     model_cls.make_config(overrides)  # unknown fields list the known ones
     defaults = model_cls.make_config({})
+    annotations = field_types(model_cls.Config)
     for name, value in overrides.items():
         default = getattr(defaults, name)
         want = type(default)
         ok = isinstance(value, want) and not (isinstance(value, bool) and want is not bool)
+        if is_plain_instance(value, annotations[name]):
+            ok = True
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if default is None or isinstance(default, tuple | list) and isinstance(value, tuple | list):

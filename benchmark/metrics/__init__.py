@@ -135,6 +135,13 @@ class Metric:
     needs: ClassVar[frozenset[str]] = frozenset()
     data_kinds: ClassVar[frozenset[str]] = frozenset({"image", "points"})
     dataset_needs: ClassVar[frozenset[str]] = frozenset()  # Dataset attributes that must be set
+    # What a model needs, in words, for a metric whose ``applies`` decides more than ``needs`` says
+    # (shown by `genbench list`; empty: the capabilities in ``needs``)
+    requirement: ClassVar[str] = ""
+
+    def needs_text(self) -> str:
+        """What a model needs for this metric: ``requirement``, else the capabilities in ``needs``."""
+        return self.requirement or ", ".join(sorted(self.needs))
 
     def applies(self, model_cls: type[GenerativeModel], dataset: Dataset) -> tuple[bool, str]:
         missing = self.needs - set(model_cls.capabilities)

@@ -619,11 +619,12 @@ class AISLikelihood(Metric):
     # ais_steps, bdmc_gap_sem and, with an encoder, ais_minus_iwae (mean over the points) and its
     # standard error
     marked_with_ais = ("ais", "ais_sem", "ais_bpd")
+    requirement = "decoder or latent (a decoder p(x|z) and a prior p(z))"
 
     def applies(self, model_cls, dataset):
         caps = set(model_cls.capabilities)
         if not caps & {Capability.DECODER, Capability.LATENT}:
-            return False, "needs decoder or latent (a decoder p(x|z) and a prior p(z))"
+            return False, f"needs {self.requirement}"
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile: Profile) -> str:

@@ -341,10 +341,11 @@ class AggregatePosteriorMMD(Metric):
 
     name = "aggregate_posterior"
     columns = {"agg_mmd": "lower"}
+    requirement = "an encoder (latent capability, or codes(x) with prior())"
 
     def applies(self, model_cls, dataset):
         if not (Capability.LATENT in model_cls.capabilities or has_codes(model_cls)):
-            return False, "needs an encoder (latent capability, or codes(x) with prior())"
+            return False, f"needs {self.requirement}"
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile: Profile) -> str:
