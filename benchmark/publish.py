@@ -88,7 +88,14 @@ from genbench.ranking import (
 )
 from genbench.ranking import metric_directions as metric_directions
 from genbench.repro import REPRO_SUITE, render_suite
-from genbench.results import REFERENCE_MODEL, atomic_write_bytes, atomic_write_text, ci95, load_records
+from genbench.results import (
+    REFERENCE_MODEL,
+    atomic_write_bytes,
+    atomic_write_text,
+    ci95,
+    load_records,
+    metric_selection,
+)
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
 
@@ -261,17 +268,22 @@ def sort_rows(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- records -> trial rows
 
 
-def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict) -> str:
-    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it)."""
-    blob = json.dumps({"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile,
-                       "config": config}, sort_keys=True, default=str)
+def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict,
+               selection: dict | None = None) -> str:
+    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it).
+    A metric selection (``--metrics``) is part of it; scored by every metric, a row keeps the hash
+    it had before selections existed."""
+    what = {"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile, "config": config}
+    if selection:
+        what["metric_selection"] = selection
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _record_setup(rec: dict) -> str:
     b = rec["budget"]
     return setup_hash(rec["model"], rec["dataset"], b["kind"], b["amount"], rec.get("profile", ""),
-                      rec.get("config") or {})
+                      rec.get("config") or {}, metric_selection(rec))
 
 
 def _known_config(rec: dict) -> bool:

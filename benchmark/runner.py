@@ -37,7 +37,14 @@ from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.grids import save_samples
 from genbench.manager import PluginManager
-from genbench.metrics import ContractViolation, EvalContext, library_threads, prepare_metrics
+from genbench.metrics import (
+    EVERY_METRIC,
+    ContractViolation,
+    EvalContext,
+    MetricSelection,
+    library_threads,
+    prepare_metrics,
+)
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
 from genbench.results import (
@@ -61,13 +68,19 @@ class Trial:
     budget: Budget
     profile: str = "quick"
     config: dict = field(default_factory=dict, hash=False)  # overrides of the family's defaults
+    metric_selection: MetricSelection = EVERY_METRIC  # --metrics / --skip-metrics
 
     def key(self, model_cls: type[GenerativeModel]) -> str:
-        """Hash of everything that determines the result: rerunning the same key is skipped."""
+        """Hash of everything that determines the result: rerunning the same key is skipped.  A
+        metric selection is part of it (a trial scored by fewer metrics is another trial); scored by
+        every metric, a trial keeps the key it had before selections existed."""
         cfg = dataclasses.asdict(model_cls.make_config(self.config))
-        blob = json.dumps({"model": self.model, "dataset": self.dataset, "seed": self.seed,
-                           "budget": [self.budget.kind, self.budget.amount], "profile": self.profile,
-                           "config": cfg, "schema": RECORD_SCHEMA}, sort_keys=True, default=str)
+        what = {"model": self.model, "dataset": self.dataset, "seed": self.seed,
+                "budget": [self.budget.kind, self.budget.amount], "profile": self.profile,
+                "config": cfg, "schema": RECORD_SCHEMA}
+        if not self.metric_selection.everything:
+            what["metric_selection"] = self.metric_selection.as_dict()
+        blob = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def trial_id(self, model_cls) -> str:
@@ -255,8 +268,10 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
 
 
 def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, profile: Profile,
-             seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None):
-    """Every registered metric that applies; a metric that raises is recorded, not fatal.  Each
+             seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None,
+             selection: MetricSelection = EVERY_METRIC):
+    """Every registered metric that applies and that ``selection`` keeps (a metric that does not,
+    either, is in ``not_applicable`` with its reason); a metric that raises is recorded, not fatal.  Each
     metric's wall time is in ``ctx.seconds`` (:meth:`genbench.metrics.EvalContext.timed`); NumPy's
     and scikit-learn's thread pools keep to torch's thread count (:func:`genbench.metrics.library_threads`)."""
     ctx = EvalContext(model, dataset, profile, seed, device)
@@ -264,8 +279,9 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
     with library_threads():
         for metric in manager.metrics.values():
             ok, why = metric.applies(type(model), dataset)
-            if not ok:
-                not_applicable[metric.name] = why
+            left_out = selection.why_left_out(metric.name)
+            if not ok or left_out:  # a metric that would not apply anyway keeps that reason
+                not_applicable[metric.name] = why if not ok else left_out
                 continue
             if on_metric is not None:
                 on_metric(metric.name)
@@ -277,6 +293,12 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
                 raise
             except Exception as exc:
                 errors[metric.name] = f"{type(exc).__name__}: {exc}"
+    # A column belongs to the metric that declares it: where the selection leaves that metric out,
+    # a metric that reports the same figure beside its own (posterior_gaps its AIS run as "ais")
+    # does not fill the cell, so a skipped metric never seems to have scored the trial.
+    withheld = {c for m in manager.metrics.values() if selection.why_left_out(m.name) for c in m.columns}
+    values = {c: v for c, v in values.items() if c not in withheld}
+    ctx.marks = {c: why for c, why in ctx.marks.items() if c not in withheld}
     return values, estimators, not_applicable, errors, ctx
 
 
@@ -288,6 +310,7 @@ def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, dev
         "budget": {"kind": trial.budget.kind, "amount": trial.budget.amount, "text": trial.budget.text},
         "used": {"seconds": 0.0, "steps": 0, "flops": 0.0, "flops_exact": False, "overrun": 0.0},
         "config_hash": trial.key(model_cls), "config": {}, "status": "failed", "reason": None,
+        "metric_selection": trial.metric_selection.as_dict(),
         "metrics": {}, "estimators": {}, "not_applicable": {}, "metric_errors": {}, "extractor": None,
         "marks": {}, "warnings": [],
         "timings": {}, "device": device_label(device), "versions": versions(),
@@ -353,12 +376,13 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         if on_phase is not None:
             on_phase("eval")
         # one-off work shared by every trial on the dataset (a classifier trained on first use), timed apart
-        prepared = prepare_metrics(manager.metrics.values(), model_cls, dataset, profile, device)
+        selected = [m for m in manager.metrics.values() if trial.metric_selection.why_left_out(m.name) is None]
+        prepared = prepare_metrics(selected, model_cls, dataset, profile, device)
         record["timings"]["prepare"] = prepared
         record["timings"]["prepare_s"] = sum(prepared.values())
         t1, cpu1 = time.perf_counter(), time.process_time()
         values, estimators, not_applicable, errors, ctx = evaluate(
-            model, dataset, manager, profile, trial.seed, device, on_metric)
+            model, dataset, manager, profile, trial.seed, device, on_metric, trial.metric_selection)
         record.update(metrics=values, estimators={**estimators, "selection": selector.estimator()},
                       not_applicable=not_applicable,
                       metric_errors=errors, extractor=ctx.memo.get("extractor"),
