@@ -115,3 +115,17 @@ def test_another_selection_is_not_reused_as_complete(tmp_path, capsys):
 def test_reproduction_suite_refuses_a_selection(tmp_path, capsys):
     assert main(["run", "--suite", "repro", "--metrics", "fid", "--runs-dir", str(tmp_path)]) == 2
     assert "reproduction suite" in capsys.readouterr().out
+
+
+def test_published_rows_tell_selections_apart_and_reproduce_them():
+    from genbench.publish import reproduce_command, setup_hash
+
+    every = setup_hash("vae", "ring8", "steps", 20, "test", {})
+    assert setup_hash("vae", "ring8", "steps", 20, "test", {}, None) == every
+    assert setup_hash("vae", "ring8", "steps", 20, "test", {}, {"metrics": ["parzen"], "skip_metrics": []}) != every
+    command = reproduce_command("test", "vae", "ring8", "20steps", 1, "test", None,
+                                {"metrics": ["modes", "parzen"], "skip_metrics": []})
+    assert command.endswith("--profile test --metrics modes,parzen")
+    command = reproduce_command("test", "vae", "ring8", "20steps", 1, "test", None,
+                                {"metrics": None, "skip_metrics": ["ais"]})
+    assert command.endswith("--skip-metrics ais")
