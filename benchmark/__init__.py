@@ -8,6 +8,9 @@ The public surface a plugin author needs is re-exported here::
     def register_models(register):
         register(MyModel)
 
+and a notebook runs a suite and reads its leaderboard as pandas DataFrames with
+``genbench.run(...)`` and ``genbench.leaderboard(...)`` (:mod:`genbench.api`).
+
 The names are imported on first use (``_LAZY``), so ``import genbench`` -- and with it
 ``genbench --help`` -- does not pay for importing torch.
 """
@@ -22,9 +25,11 @@ _LAZY = {
     "DataSpec": "genbench.model",
     "GenerativeModel": "genbench.model",
     "hookimpl": "genbench.hookspecs",
+    "leaderboard": "genbench.api",
+    "run": "genbench.api",
 }
 
-__all__ = ["Capability", "DataSpec", "GenerativeModel", "hookimpl", "__version__"]
+__all__ = ["Capability", "DataSpec", "GenerativeModel", "hookimpl", "leaderboard", "run", "__version__"]
 
 
 def __getattr__(name: str):

@@ -183,10 +183,11 @@ class Checkpointer:
         return blob
 
     def restore(self, model, meter: BudgetMeter, dataset, batch_size: int, seed: int,
-                selector=None) -> ResumableBatches:
-        """Load the checkpoint (if any) into ``model``, its optimisers, the RNGs, ``meter`` and the
-        ``selector`` (a :class:`genbench.selection.Selector`), and return the training batches
-        positioned where the checkpoint left them."""
+                selector=None, curve=None) -> ResumableBatches:
+        """Load the checkpoint (if any) into ``model``, its optimisers, the RNGs, ``meter``, the
+        ``selector`` (a :class:`genbench.selection.Selector`) and the loss ``curve`` (a
+        :class:`genbench.runner.LossCurve`), and return the training batches positioned where the
+        checkpoint left them."""
         blob = self.load()
         if blob is None:
             return ResumableBatches(dataset, batch_size, seed)
@@ -201,6 +202,8 @@ class Checkpointer:
         meter._last_step_flops = float(blob["last_step_flops"])
         if selector is not None and blob.get("selection") is not None:
             selector.load_state(blob["selection"])
+        if curve is not None and blob.get("curve") is not None:
+            curve.load_state(blob["curve"])
         batches = ResumableBatches(dataset, batch_size, seed, state=blob["data"])
         restore_rng(blob["rng"])
         self.resumed_from = dict(blob["usage"])
@@ -216,7 +219,7 @@ class Checkpointer:
     def due(self, progress: float) -> bool:
         return progress >= self.next_fraction
 
-    def save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None) -> None:
+    def save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None, curve=None) -> None:
         state = {
             "version": CHECKPOINT_VERSION,
             "key": self.key,
@@ -227,6 +230,7 @@ class Checkpointer:
             "usage": meter.usage.as_dict(),
             "last_step_flops": float(meter._last_step_flops),
             "selection": None if selector is None else selector.state(),
+            "curve": None if curve is None else curve.state(),
         }
         try:
             atomic_torch_save(state, self.path)
@@ -242,8 +246,9 @@ class Checkpointer:
         self.saved += 1
         self._advance(meter.progress())
 
-    def maybe_save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None) -> bool:
+    def maybe_save(self, model, meter: BudgetMeter, batches: ResumableBatches, selector=None,
+                   curve=None) -> bool:
         if self.due(meter.progress()) and not meter.exhausted():
-            self.save(model, meter, batches, selector)
+            self.save(model, meter, batches, selector, curve)
             return True
         return False

@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default 1, or each "
                                                              "reproduction entry's own)")
     r.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="evaluation protocol")
+    r.add_argument("--metrics", default=None, metavar="NAME,...",
+                   help="evaluate only these metrics (names as `genbench list` shows them; a column such as fid "
+                        "stands for its metric); the others' cells stay empty, and the selection is part of the "
+                        "trial: a trial scored by every metric is not reused for it, nor the other way round")
+    r.add_argument("--skip-metrics", default=None, metavar="NAME,...",
+                   help="evaluate every metric but these, e.g. ais,posterior_gaps (recorded like --metrics)")
     r.add_argument("--suite", default=None,
                    help="suite name (folder under the runs dir; default: the profile); `--suite repro` alone runs "
                         "the reproduction suite: each family's published claim at its own budget")
@@ -319,10 +325,16 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     from genbench.suite import load_suite_file, plan_trials, run_suite, summary
 
     check_run_args(args)
+    from genbench.metrics import select_metrics
+
+    metrics = select_metrics(manager.metrics, args.metrics, args.skip_metrics)
     if args.suite == REPRO_SUITE and not (args.model or args.dataset or args.all or args.suite_file):
         if args.sets:
             raise GenbenchError("the reproduction suite runs each entry with its paper's config; drop --set, or "
                                 "name models with --model for a suite of your own")
+        if not metrics.everything:
+            raise GenbenchError("the reproduction suite scores each claim by the metrics its paper reports; drop "
+                                "--metrics/--skip-metrics, or name models with --model for a suite of your own")
         return cmd_repro(args, manager, console)
     models, datasets, budget_text = args.model, args.dataset, args.budget
     seeds, profile, config = (1 if args.seeds is None else args.seeds), args.profile, {}
@@ -351,7 +363,8 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     if seeds < 1:
         raise GenbenchError(f"--seeds must be at least 1, got {seeds}")
     trials = [t for b in budgets
-              for t in plan_trials(manager, models, datasets, b, seeds, profile, run_all=args.all, config=config)]
+              for t in plan_trials(manager, models, datasets, b, seeds, profile, run_all=args.all, config=config,
+                                   metrics=metrics)]
     from genbench.suite import check_suite_name
 
     suite = check_suite_name(suite_name or profile)

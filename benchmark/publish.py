@@ -90,7 +90,14 @@ from genbench.ranking import (
 )
 from genbench.ranking import metric_directions as metric_directions
 from genbench.repro import REPRO_SUITE, render_suite
-from genbench.results import REFERENCE_MODEL, atomic_write_bytes, atomic_write_text, ci95, load_records
+from genbench.results import (
+    REFERENCE_MODEL,
+    atomic_write_bytes,
+    atomic_write_text,
+    ci95,
+    load_records,
+    metric_selection,
+)
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
 
@@ -128,10 +135,11 @@ PROVENANCE = (("profile", TEXT), ("estimators", TEXT), ("extractor", TEXT), ("ex
               ("config_hash", TEXT), ("config", TEXT), ("plugin", TEXT), ("device", TEXT),
               ("genbench_version", TEXT), ("torch_version", TEXT), ("torch_fidelity_version", TEXT),
               ("python_version", TEXT), ("git_commit", TEXT))
-# ``marks`` (column -> reason, JSON), ``warnings`` (JSON list) and ``selection`` (the model-selection
-# history, JSON) are the record's own fields: a leaderboard is recomputed from this file alone
+# ``marks`` (column -> reason, JSON), ``warnings`` (JSON list), ``selection`` (the model-selection
+# history, JSON) and ``metric_selection`` (--metrics / --skip-metrics, JSON; empty: every metric) are
+# the record's own fields: a leaderboard is recomputed from this file alone
 TRIAL_TAIL = (("reason", TEXT), ("fault", TEXT), ("metric_errors", TEXT), ("empty_cells", TEXT), ("marks", TEXT),
-              ("warnings", TEXT), ("selection", TEXT), *PROVENANCE,
+              ("warnings", TEXT), ("selection", TEXT), ("metric_selection", TEXT), *PROVENANCE,
               ("trial_key", TEXT), ("trial_id", TEXT), ("started", TEXT), ("finished", TEXT), ("command", TEXT),
               ("samples", TEXT))
 # Columns of the leaderboard CSV around the metric columns (each metric ``m`` is ``m``, ``m_ci95``).
@@ -263,17 +271,22 @@ def sort_rows(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- records -> trial rows
 
 
-def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict) -> str:
-    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it)."""
-    blob = json.dumps({"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile,
-                       "config": config}, sort_keys=True, default=str)
+def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict,
+               selection: dict | None = None) -> str:
+    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it).
+    A metric selection (``--metrics``) is part of it; scored by every metric, a row keeps the hash
+    it had before selections existed."""
+    what = {"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile, "config": config}
+    if selection:
+        what["metric_selection"] = selection
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _record_setup(rec: dict) -> str:
     b = rec["budget"]
     return setup_hash(rec["model"], rec["dataset"], b["kind"], b["amount"], rec.get("profile", ""),
-                      rec.get("config") or {})
+                      rec.get("config") or {}, metric_selection(rec))
 
 
 def _known_config(rec: dict) -> bool:
@@ -339,7 +352,7 @@ def budget_text(budget: dict) -> str:
 
 
 def reproduce_command(suite: str, model: str, dataset: str, budget: str, seeds: int, profile: str,
-                      overrides: dict | None = None) -> str:
+                      overrides: dict | None = None, selection: dict | None = None) -> str:
     """The `genbench run` command that produces the row (finished trials are skipped, so running it
     where the row's records are only adds what is missing)."""
     if model == REFERENCE_MODEL:
@@ -359,6 +372,9 @@ def reproduce_command(suite: str, model: str, dataset: str, budget: str, seeds: 
             in_file[name] = value
         else:
             parts += ["--set", f"{model}.{name}={flag}"]
+    for flag, key in (("--metrics", "metrics"), ("--skip-metrics", "skip_metrics")):
+        if selection and selection.get(key):
+            parts += [flag, ",".join(selection[key])]
     text = shlex.join(parts)
     if in_file:
         sets = ", ".join(f"{k} = {json.dumps(v)}" for k, v in in_file.items())
@@ -402,10 +418,11 @@ def trial_row(rec: dict, setup: str, defaults: dict[str, dict], notes: list[str]
         "started": rec.get("started") or "", "finished": rec.get("finished") or "",
         "command": reproduce_command(rec["suite"], rec["model"], rec["dataset"], budget_text(budget),
                                      int(rec["seed"]) + 1, profile,
-                                     config_overrides(rec["model"], config, defaults)),
+                                     config_overrides(rec["model"], config, defaults), metric_selection(rec)),
         "samples": "",
         "marks": dumps_marks(rec.get("marks") or {}), "warnings": dumps_warnings(rec.get("warnings") or []),
         "selection": json.dumps(rec["selection"], sort_keys=True, default=str) if rec.get("selection") else "",
+        "metric_selection": json.dumps(metric_selection(rec), sort_keys=True) if metric_selection(rec) else "",
     }
     for name, value in {**(rec.get("metrics") or {}), **(rec.get("invalid_metrics") or {})}.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -464,7 +481,8 @@ def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict]) -
     config = json.loads(first["config"]) if first.get("config") else {}
     out["command"] = reproduce_command(first["suite"], first["model"], first["dataset"], first["budget"],
                                        max(r["seed"] for r in rows) + 1, first.get("profile") or "",
-                                       config_overrides(first["model"], config, defaults))
+                                       config_overrides(first["model"], config, defaults),
+                                       json.loads(first.get("metric_selection") or "null"))
     out["samples"] = next((r["samples"] for r in rows if r.get("samples")), "")
     return out
 

@@ -297,12 +297,23 @@ def metric_columns(records: Iterable[dict]) -> list[str]:
     return cols
 
 
+def metric_selection(record: dict) -> dict | None:
+    """The record's metric selection (``--metrics`` / ``--skip-metrics``) as stored, or None where
+    every metric scored the trial (and in records written before selections existed)."""
+    chosen = record.get("metric_selection")
+    if not isinstance(chosen, dict) or (not chosen.get("metrics") and not chosen.get("skip_metrics")):
+        return None
+    return chosen
+
+
 def latest_protocol(group: list[dict]) -> tuple[list[dict], int]:
-    """Keep the trials of the most recently finished (config, profile) of a row: a suite re-run
-    with another config must not pool old and new seeds.  Records without a config (a worker that
-    crashed before building the model) stay with the row."""
+    """Keep the trials of the most recently finished (config, profile, metric selection) of a row: a
+    suite re-run with another config must not pool old and new seeds, nor a seed scored by every
+    metric with one scored by a few.  Records without a config (a worker that crashed before
+    building the model) stay with the row."""
     def protocol(r):
-        return json.dumps([r.get("config") or None, r.get("profile")], sort_keys=True, default=str)
+        return json.dumps([r.get("config") or None, r.get("profile"), metric_selection(r)], sort_keys=True,
+                          default=str)
 
     known = [r for r in group if r.get("config")]
     if len({protocol(r) for r in known}) <= 1:
@@ -382,7 +393,7 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
             errors = sorted(r.get("metric_errors", {}).items())
             gaps.extend(f"{m} failed (seed {r['seed']}): {err}" for m, err in errors)
         if superseded:
-            gaps.append(f"{superseded} older trial(s) with another config or profile left out")
+            gaps.append(f"{superseded} older trial(s) with another config, profile or metric selection left out")
         marks = merge_marks(seed_marks((r["seed"], r.get("marks")) for r in ok),
                             chance_marks({c: row[c] for c in cols}, directions))
         found = seed_warnings((r["seed"], r.get("warnings")) for r in ok)

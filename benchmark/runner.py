@@ -37,11 +37,19 @@ from genbench.datasets import Dataset
 from genbench.errors import NonFiniteLossError
 from genbench.grids import save_samples
 from genbench.manager import PluginManager
-from genbench.metrics import ContractViolation, EvalContext, library_threads, prepare_metrics
+from genbench.metrics import (
+    EVERY_METRIC,
+    ContractViolation,
+    EvalContext,
+    MetricSelection,
+    library_threads,
+    prepare_metrics,
+)
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile, get_profile
 from genbench.results import (
     RECORD_SCHEMA,
+    atomic_write_text,
     git_commit,
     keep_unsaved,
     record_path,
@@ -61,13 +69,19 @@ class Trial:
     budget: Budget
     profile: str = "quick"
     config: dict = field(default_factory=dict, hash=False)  # overrides of the family's defaults
+    metric_selection: MetricSelection = EVERY_METRIC  # --metrics / --skip-metrics
 
     def key(self, model_cls: type[GenerativeModel]) -> str:
-        """Hash of everything that determines the result: rerunning the same key is skipped."""
+        """Hash of everything that determines the result: rerunning the same key is skipped.  A
+        metric selection is part of it (a trial scored by fewer metrics is another trial); scored by
+        every metric, a trial keeps the key it had before selections existed."""
         cfg = dataclasses.asdict(model_cls.make_config(self.config))
-        blob = json.dumps({"model": self.model, "dataset": self.dataset, "seed": self.seed,
-                           "budget": [self.budget.kind, self.budget.amount], "profile": self.profile,
-                           "config": cfg, "schema": RECORD_SCHEMA}, sort_keys=True, default=str)
+        what = {"model": self.model, "dataset": self.dataset, "seed": self.seed,
+                "budget": [self.budget.kind, self.budget.amount], "profile": self.profile,
+                "config": cfg, "schema": RECORD_SCHEMA}
+        if not self.metric_selection.everything:
+            what["metric_selection"] = self.metric_selection.as_dict()
+        blob = json.dumps(what, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def trial_id(self, model_cls) -> str:
@@ -184,6 +198,51 @@ class LossWatch:
                 raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}")
 
 
+CURVE_POINTS = 1000  # at most this many steps of a trial's losses are kept for its curves.csv
+
+
+class LossCurve:
+    """The losses of a trial's training steps, thinned to at most ``limit`` points: every step at
+    first, and whenever the curve is full every other point is dropped and from then on every
+    2nd, 4th, ... step is kept, so the whole run is covered evenly in bounded memory.
+
+    Tensor losses are kept detached and read only when the curve is saved (:meth:`state`, for a
+    checkpoint) or written (:meth:`frame`): reading a tensor waits for the device (see
+    :class:`LossWatch`)."""
+
+    def __init__(self, limit: int = CURVE_POINTS):
+        self.limit, self.every = limit, 1
+        self.points: list[tuple[int, float, dict]] = []  # (step, progress, losses)
+
+    def add(self, step: int, progress: float, losses: dict) -> None:
+        if step % self.every:
+            return
+        self.points.append((step, progress, losses))
+        if len(self.points) > self.limit:
+            self.every *= 2
+            self.points = [p for p in self.points if p[0] % self.every == 0]
+
+    def _read(self) -> list[tuple[int, float, dict]]:
+        return [(step, progress, {k: float(v) for k, v in losses.items()}) for step, progress, losses in self.points]
+
+    def state(self) -> dict:
+        """Plain numbers, for a checkpoint (an interrupted trial's curve continues where it was)."""
+        self.points = self._read()
+        return {"every": self.every, "points": [[s, p, losses] for s, p, losses in self.points]}
+
+    def load_state(self, state: dict) -> None:
+        self.every = int(state["every"])
+        self.points = [(int(s), float(p), dict(losses)) for s, p, losses in state["points"]]
+
+    def frame(self):
+        """Columns step, progress and each loss name (in the order the model first returned them)."""
+        import pandas as pd
+
+        rows = [{"step": s, "progress": p, **losses} for s, p, losses in self._read()]
+        names = list(dict.fromkeys(k for _, _, losses in self.points for k in losses))
+        return pd.DataFrame(rows, columns=["step", "progress", *names])
+
+
 @contextlib.contextmanager
 def unchecked_distributions():
     """torch.distributions without argument validation while a model trains.
@@ -204,7 +263,7 @@ def unchecked_distributions():
 
 def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, device: torch.device,
           on_step: Callable[[float, dict], None] | None = None, checkpoint: Checkpointer | None = None,
-          selector: Selector | None = None):
+          selector: Selector | None = None, curve: LossCurve | None = None):
     """The training loop: draw a batch, take one step, account the budget, stop when spent.
 
     With a ``checkpoint``, training first continues from its saved state (if there is one) and
@@ -214,12 +273,13 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
 
     ``train_step`` returns its losses as floats or 0-dim tensors; tensors are read only where they
     are needed (:class:`LossWatch`, and ``on_step``, which gets them as returned and converts what
-    it shows).  Returns the budget's usage and the last step's losses as floats."""
+    it shows).  With a ``curve``, every step's losses are added to it (it thins them).  Returns the
+    budget's usage and the last step's losses as floats."""
     meter = BudgetMeter(budget, device)
     if selector is not None:
         selector.prepare(model, dataset, device)
     if checkpoint is not None:
-        batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed, selector)
+        batches = checkpoint.restore(model, meter, dataset, batch_size_of(model), seed, selector, curve)
     else:
         batches = ResumableBatches(dataset, batch_size_of(model), seed)
     watch = LossWatch()
@@ -235,6 +295,8 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
                 watch.check()  # a step that fails after a non-finite loss fails because of it
                 raise
             losses = watch.add(meter.usage.steps, returned)
+            if curve is not None:
+                curve.add(meter.usage.steps, meter.progress(), losses)
             if budget.kind == "flops" and meter.usage.flops == 0:
                 raise NonFiniteLossError("a FLOP budget needs steps that do matmuls or convolutions; "
                                          "this model's step counted 0 FLOPs: use a seconds or steps budget")
@@ -247,7 +309,7 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
             if checkpoint is not None:
                 if checkpoint.due(meter.progress()):
                     watch.check()
-                checkpoint.maybe_save(model, meter, batches, selector)
+                checkpoint.maybe_save(model, meter, batches, selector, curve)
     watch.check()
     if selector is not None:  # evaluate the best-on-validation state, not the last
         selector.restore_best(model)
@@ -255,8 +317,10 @@ def train(model: GenerativeModel, dataset: Dataset, budget: Budget, seed: int, d
 
 
 def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, profile: Profile,
-             seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None):
-    """Every registered metric that applies; a metric that raises is recorded, not fatal.  Each
+             seed: int, device: torch.device, on_metric: Callable[[str], None] | None = None,
+             selection: MetricSelection = EVERY_METRIC):
+    """Every registered metric that applies and that ``selection`` keeps (a metric that does not,
+    either, is in ``not_applicable`` with its reason); a metric that raises is recorded, not fatal.  Each
     metric's wall time is in ``ctx.seconds`` (:meth:`genbench.metrics.EvalContext.timed`); NumPy's
     and scikit-learn's thread pools keep to torch's thread count (:func:`genbench.metrics.library_threads`)."""
     ctx = EvalContext(model, dataset, profile, seed, device)
@@ -264,8 +328,9 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
     with library_threads():
         for metric in manager.metrics.values():
             ok, why = metric.applies(type(model), dataset)
-            if not ok:
-                not_applicable[metric.name] = why
+            left_out = selection.why_left_out(metric.name)
+            if not ok or left_out:  # a metric that would not apply anyway keeps that reason
+                not_applicable[metric.name] = why if not ok else left_out
                 continue
             if on_metric is not None:
                 on_metric(metric.name)
@@ -277,6 +342,12 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
                 raise
             except Exception as exc:
                 errors[metric.name] = f"{type(exc).__name__}: {exc}"
+    # A column belongs to the metric that declares it: where the selection leaves that metric out,
+    # a metric that reports the same figure beside its own (posterior_gaps its AIS run as "ais")
+    # does not fill the cell, so a skipped metric never seems to have scored the trial.
+    withheld = {c for m in manager.metrics.values() if selection.why_left_out(m.name) for c in m.columns}
+    values = {c: v for c, v in values.items() if c not in withheld}
+    ctx.marks = {c: why for c, why in ctx.marks.items() if c not in withheld}
     return values, estimators, not_applicable, errors, ctx
 
 
@@ -288,6 +359,7 @@ def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, dev
         "budget": {"kind": trial.budget.kind, "amount": trial.budget.amount, "text": trial.budget.text},
         "used": {"seconds": 0.0, "steps": 0, "flops": 0.0, "flops_exact": False, "overrun": 0.0},
         "config_hash": trial.key(model_cls), "config": {}, "status": "failed", "reason": None,
+        "metric_selection": trial.metric_selection.as_dict(),
         "metrics": {}, "estimators": {}, "not_applicable": {}, "metric_errors": {}, "extractor": None,
         "marks": {}, "warnings": [],
         "timings": {}, "device": device_label(device), "versions": versions(),
@@ -320,6 +392,7 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
     model_cls = manager.models.get(trial.model)
     profile = get_profile(trial.profile)
     record = base_record(trial, model_cls, manager, suite, device)
+    curve = LossCurve()
     try:
         if on_phase is not None:
             on_phase("setup")
@@ -338,7 +411,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         if on_phase is not None:
             on_phase("train")
         t0 = time.perf_counter()
-        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train, checkpoint, selector)
+        usage, losses = train(model, dataset, trial.budget, trial.seed, device, on_train, checkpoint, selector,
+                              curve)
         record["used"] = usage.as_dict()
         record["final_losses"] = losses  # of the last step, whichever state was chosen
         record["selection"] = selector.summary()
@@ -353,12 +427,13 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         if on_phase is not None:
             on_phase("eval")
         # one-off work shared by every trial on the dataset (a classifier trained on first use), timed apart
-        prepared = prepare_metrics(manager.metrics.values(), model_cls, dataset, profile, device)
+        selected = [m for m in manager.metrics.values() if trial.metric_selection.why_left_out(m.name) is None]
+        prepared = prepare_metrics(selected, model_cls, dataset, profile, device)
         record["timings"]["prepare"] = prepared
         record["timings"]["prepare_s"] = sum(prepared.values())
         t1, cpu1 = time.perf_counter(), time.process_time()
         values, estimators, not_applicable, errors, ctx = evaluate(
-            model, dataset, manager, profile, trial.seed, device, on_metric)
+            model, dataset, manager, profile, trial.seed, device, on_metric, trial.metric_selection)
         record.update(metrics=values, estimators={**estimators, "selection": selector.estimator()},
                       not_applicable=not_applicable,
                       metric_errors=errors, extractor=ctx.memo.get("extractor"),
@@ -379,8 +454,23 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
     except Exception as exc:
         record["fault"], record["reason"] = describe_exception(exc)
         record["traceback"] = traceback.format_exc(limit=-6)
+    if curve.points:  # a failed trial's curve too: it shows where the losses went
+        write_curve(curve, out_dir, record)
     record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def write_curve(curve: LossCurve, out_dir: Path, record: dict) -> None:
+    """The trial's training curves as ``<suite>/curves/<trial_id>.csv`` (beside ``samples/``), its
+    path in ``record["curves"]``; a failed write costs the file (``curves_error``), not the trial."""
+    path = out_dir / "curves" / f"{record['trial_id']}.csv"
+    try:
+        atomic_write_text(path, curve.frame().to_csv(index=False))
+        record["curves"] = str(path.relative_to(out_dir))
+    except OSError as exc:
+        record["curves"], record["curves_error"] = None, write_error(exc, path)
+    except Exception as exc:  # a loss that cannot be read back (the device failed): the record says so
+        record["curves"], record["curves_error"] = None, f"{type(exc).__name__}: {exc}"
 
 
 def run_trial(trial: Trial, manager: PluginManager, dataset: Dataset, device: torch.device, out_dir: Path,

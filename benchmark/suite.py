@@ -36,6 +36,7 @@ from genbench.datasets import Dataset
 from genbench.errors import GenbenchError
 from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, trial_limits
 from genbench.manager import PluginManager
+from genbench.metrics import EVERY_METRIC, MetricSelection
 from genbench.profiles import get_profile
 from genbench.reference import reference_record
 from genbench.results import (
@@ -93,11 +94,13 @@ def check_overrides(model_cls, overrides: dict, where: str) -> None:
 
 
 def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list[str] | None, budget: Budget,
-                seeds: int, profile: str, run_all: bool = False, config: dict | None = None) -> list[Trial]:
+                seeds: int, profile: str, run_all: bool = False, config: dict | None = None,
+                metrics: MetricSelection | None = None) -> list[Trial]:
     """Every (model, dataset, seed) asked for.  ``--all`` = every registered model on every default
     dataset it applies to (see ``runs_by_default``); otherwise the named models on the named
     datasets (a named pair that does not apply is an error that says why).  ``config`` maps a model
-    name to overrides of its family's config."""
+    name to overrides of its family's config; ``metrics`` is the metric selection of every trial
+    (:func:`genbench.metrics.select_metrics`; default: every metric)."""
     get_profile(profile)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise GenbenchError(f"seeds must be a whole number of at least 1, got {seeds!r}")
@@ -128,7 +131,8 @@ def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list
             chosen = [d for d in ds_names if runs_by_default(cls, manager.datasets.get(d).spec)]
         for d in chosen:
             for s in range(seeds):
-                trials.append(Trial(m, d, s, budget, profile, dict(config.get(m, {}))))
+                trials.append(Trial(m, d, s, budget, profile, dict(config.get(m, {})),
+                                    metrics or EVERY_METRIC))
     if not trials:
         raise GenbenchError(f"no model among {model_names} applies to datasets {ds_names}")
     return trials

@@ -23,15 +23,16 @@ The words are those of ``genbench check`` (:func:`genbench.contract.sample_viola
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from genbench.contract import sample_violation
 from genbench.datasets import Dataset
-from genbench.errors import GenbenchError
+from genbench.errors import GenbenchError, UnknownNameError
 from genbench.model import GenerativeModel
 from genbench.profiles import Profile
 
@@ -166,6 +167,79 @@ class Metric:
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} must implement compute")
+
+
+@dataclass(frozen=True)
+class MetricSelection:
+    """Which metrics score a trial (``--metrics`` and ``--skip-metrics``): the metrics named in
+    ``only`` (every metric when it is empty) less those in ``skip``, by metric name, sorted.
+
+    The selection is part of the trial: of its key (a trial scored by fewer metrics is not the
+    trial scored by all of them) and of its record (``metric_selection``), and a metric it leaves
+    out has its cells empty with the reason in ``not_applicable``, as a metric that does not apply.
+    Model selection during training is not affected."""
+
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.only and not self.skip
+
+    def why_left_out(self, name: str) -> str | None:
+        """Why metric ``name`` is not evaluated under this selection (None: it is)."""
+        if self.only and name not in self.only:
+            return "not selected by --metrics"
+        if name in self.skip:
+            return "skipped by --skip-metrics"
+        return None
+
+    def as_dict(self) -> dict:
+        """The form stored in a record: ``{"metrics": [...] or None (every metric), "skip_metrics": [...]}``."""
+        return {"metrics": list(self.only) or None, "skip_metrics": list(self.skip)}
+
+
+EVERY_METRIC = MetricSelection()  # the default: a trial scored by every metric that applies
+
+
+def select_metrics(metrics, only: str | Iterable[str] | None = None,
+                   skip: str | Iterable[str] | None = None) -> MetricSelection:
+    """The :class:`MetricSelection` of ``--metrics only`` and ``--skip-metrics skip`` (each a
+    comma-separated string or a list of names) among the registered ``metrics`` (the manager's
+    metric registry).  A name is a metric's name as `genbench list` shows it (``sample_quality``,
+    ``ais``, ``posterior_gaps``) or one of its columns, which stands for the metric that computes it
+    (``fid`` selects ``sample_quality``).  An unknown name raises :class:`UnknownNameError` naming
+    the known metrics."""
+    owners: dict[str, set[str]] = {}  # column -> the metrics that declare it
+    for metric in metrics.values():
+        for column in metric.columns:
+            owners.setdefault(column, set()).add(metric.name)
+
+    def resolve(names, flag: str) -> tuple[str, ...]:
+        if names is None:
+            return ()
+        given = names.split(",") if isinstance(names, str) else list(names)
+        given = [str(n).strip() for n in given if str(n).strip()]
+        if not given:
+            raise GenbenchError(f"{flag} names no metric; give metric names separated by commas, e.g. "
+                                f"{flag} sample_quality,parzen (`genbench list` shows the metrics)")
+        chosen = set()
+        for name in given:
+            if name in metrics:
+                chosen.add(name)
+            elif len(owners.get(name, ())) == 1:
+                chosen.update(owners[name])
+            else:
+                why = (f"column {name!r} is computed by several metrics ({', '.join(sorted(owners[name]))}); "
+                       "name the metric" if name in owners else f"unknown metric {name!r}")
+                raise UnknownNameError(f"{flag}: {why}; known metrics: {', '.join(metrics)} (a column such as "
+                                       "fid stands for the metric that computes it)")
+        return tuple(sorted(chosen))
+
+    selection = MetricSelection(resolve(only, "--metrics"), resolve(skip, "--skip-metrics"))
+    if selection.only and set(selection.only) <= set(selection.skip):
+        raise GenbenchError(f"--skip-metrics leaves none of --metrics {', '.join(selection.only)} to evaluate")
+    return selection
 
 
 def prepare_metrics(metrics, model_cls: type[GenerativeModel], dataset: Dataset, profile: Profile,
