@@ -94,3 +94,10 @@ def test_leaderboard_errors(frame, runs, tmp_path):
         api.leaderboard(runs_dir=tmp_path)
     with pytest.raises(UnknownNameError, match="datasets with results: ring8"):
         api.leaderboard(runs_dir=runs, suite="test", dataset="digits")
+
+
+def test_the_api_is_genbench_run_and_genbench_leaderboard():
+    import genbench
+
+    assert genbench.run is api.run and genbench.leaderboard is api.leaderboard
+    assert {"run", "leaderboard"} <= set(genbench.__all__)
