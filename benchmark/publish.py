@@ -625,6 +625,12 @@ def sample_name(row: dict) -> str:
     return f"samples/{safe_name(row['dataset'])}--{safe_name(row['model'])}--{safe_name(budget)}--seed{row['seed']}.png"
 
 
+def curves_name(row: dict) -> str:
+    """Where a row's training curves are published: one file per row (its lowest finished seed)."""
+    budget = row["budget"] or "nobudget"
+    return f"curves/{safe_name(row['dataset'])}--{safe_name(row['model'])}--{safe_name(budget)}.csv"
+
+
 # ----------------------------------------------------------------------------- publish
 
 
@@ -694,12 +700,14 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         by_file[(suite, dataset)].extend(picked)
     for (suite, dataset), picked in sorted(by_file.items()):
         suite_dir = out_dir / suite
-        new_rows, sources = [], {}
+        new_rows, sources, curve_sources = [], {}, {}
         for rec, setup in picked:
             row = trial_row(rec, setup, defaults, result.warnings)
             new_rows.append(row)
             if rec.get("samples"):
                 sources[id(row)] = runs_dir / suite / rec["samples"]
+            if rec.get("curves"):
+                curve_sources[id(row)] = runs_dir / suite / rec["curves"]
         trials_path = suite_dir / f"{safe_name(dataset)}-trials.csv"
         board_path = suite_dir / f"{safe_name(dataset)}.csv"
         if trials_path.exists():
@@ -711,6 +719,7 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
             published = []
         merged = merge_trials(published, new_rows, result.warnings)
         _pick_samples(merged, new_rows, sources, suite_dir)
+        _copy_curves(new_rows, curve_sources, suite_dir)
         trials = trial_table(merged)
         metrics = [c for c in trials.columns if trials.types[c] == FLOAT and c not in dict(TRIAL_HEAD)]
         groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -749,6 +758,18 @@ def _pick_samples(merged: list[dict], new_rows: list[dict], sources: dict[int, P
         if chosen is not None and id(chosen) in sources:
             chosen["samples"] = sample_name(chosen)
             _write_bytes_if_changed(suite_dir / chosen["samples"], sources[id(chosen)].read_bytes())
+
+
+def _copy_curves(new_rows: list[dict], sources: dict[int, Path], suite_dir: Path) -> None:
+    """Each row's training curves (``genbench run`` writes them per trial) from its lowest seed
+    that finished and has them, under :func:`curves_name`; a row without new curves keeps its file."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in new_rows:
+        if r["status"] == "ok" and id(r) in sources and sources[id(r)].exists():
+            groups[row_key(r)].append(r)
+    for rows in groups.values():
+        chosen = min(rows, key=lambda r: r["seed"])
+        _write_bytes_if_changed(suite_dir / curves_name(chosen), sources[id(chosen)].read_bytes())
 
 
 def _drop_unreferenced_samples(suite_dir: Path) -> None:
@@ -877,7 +898,7 @@ LEGEND = (f"Bold: the best mean and every model not significantly different from
 
 
 def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]:
-    """README.md, the budget-curve plots and each suite's ``summary.csv`` from every leaderboard CSV
+    """README.md, the budget-curve and training-curve plots and each suite's ``summary.csv`` from every leaderboard CSV
     under ``out_dir``."""
     out_dir = Path(out_dir)
     boards = sorted(p for p in out_dir.glob("*/*-trials.csv"))
@@ -902,9 +923,11 @@ def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]
             for r in table.rows]
         curves = plot_budget_curves(table, suite_dir, directions)
         plots += curves
+        training = plot_training_curves(table, suite_dir)
+        plots += training
         title = f"{suite} / {dataset}"
         toc.append(f"- [{md_text(title)}](#{_anchor(title)})")
-        sections += _section(table, title, out_dir, board_path, trials_path, curves, directions, seeds)
+        sections += _section(table, title, out_dir, board_path, trials_path, curves, directions, seeds, training)
     summaries = []
     # each family against its own paper (the repro suite), and how much every row moves across seeds
     families = {r["model"]: r["family"] for rows in suite_trials.values() for r in rows if r.get("family")}
@@ -998,7 +1021,8 @@ def _link(out_dir: Path, path: Path) -> str:
 
 
 def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_path: Path, curves: list[Path],
-             directions: dict[str, str], seeds: dict[tuple, dict[str, list[float]]] | None = None) -> list[str]:
+             directions: dict[str, str], seeds: dict[tuple, dict[str, list[float]]] | None = None,
+             training: list[Path] = ()) -> list[str]:
     rows = table.rows
     reference = [r for r in rows if r["model"] == REFERENCE_MODEL]
     models = [r for r in rows if r["model"] != REFERENCE_MODEL]
@@ -1030,6 +1054,12 @@ def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_p
     if curves:
         out += ["### budget curves", ""]
         out += [f"![{md_text(p.stem)}]({_link(out_dir, p)})" for p in curves]
+        out.append("")
+    if training:
+        out += ["### training curves", "",
+                "Every loss each model's `train_step` returned, against the step (the lowest seed that finished; "
+                "the CSVs are under `curves/`).", ""]
+        out += [f"![{md_text(p.stem)}]({_link(out_dir, p)})" for p in training]
         out.append("")
     out += _provenance(rows) + [""]
     return out
@@ -1146,6 +1176,41 @@ def _style(i: int) -> dict:
     return {"color": color, "marker": "os^"[i // 20 % 3]}
 
 
+def plot_training_curves(table: Table, suite_dir: Path, columns: int = 4) -> list[Path]:
+    """One PNG per budget of the file: a panel per model whose curves were published
+    (:func:`curves_name`), each loss against the step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    written = []
+    rows = [r for r in table.rows if r["model"] != REFERENCE_MODEL and (suite_dir / curves_name(r)).exists()]
+    for budget in sorted({r["budget"] for r in rows}):
+        shown = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["model"])
+        n_rows = -(-len(shown) // columns)
+        fig = Figure(figsize=(3.2 * min(columns, len(shown)), 2.4 * n_rows), dpi=100)
+        FigureCanvasAgg(fig)
+        for i, r in enumerate(shown):
+            curve = pd.read_csv(suite_dir / curves_name(r))
+            ax = fig.add_subplot(n_rows, min(columns, len(shown)), i + 1)
+            losses = [c for c in curve.columns if c not in ("step", "progress")]
+            for j, name in enumerate(losses):
+                ax.plot(curve["step"], curve[name], label=name, linewidth=1, color=_style(j)["color"])
+            ax.set_title(r["model"], fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{table.rows[0]['dataset']}: training losses at budget {budget} (suite {table.rows[0]['suite']})",
+                     fontsize=10)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
+        path = suite_dir / "plots" / f"{safe_name(table.rows[0]['dataset'])}-training-vs-step-{safe_name(budget)}.png"
+        _write_bytes_if_changed(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
 def _drop_stale_plots(out_dir: Path, keep: list[Path]) -> None:
     """Plots are derived from the CSVs: one the CSVs no longer call for is removed."""
     keep = {p.resolve() for p in keep}
@@ -1179,7 +1244,7 @@ def cmd_publish(args, manager, console) -> int:
     for (suite, dataset), board in sorted(result.boards.items()):
         trials = result.trials[(suite, dataset)]
         console.print(f"{suite}/{dataset}: {len(board.rows)} rows, {len(trials.rows)} trials")
-    console.print(f"wrote {len(result.files)} CSVs, {len(result.plots)} budget-curve plots and {result.readme}")
+    console.print(f"wrote {len(result.files)} CSVs, {len(result.plots)} plots and {result.readme}")
     return 0
 
 

@@ -407,6 +407,26 @@ def test_budget_curves_are_drawn_where_there_are_two_budgets(published, runs, ma
     assert single.plots == [] and not list((tmp_path / "out").rglob("plots/*.png"))
 
 
+def test_training_curves_are_published_per_row_and_drawn_on_the_page(published, runs):
+    result, out = published
+    suite_dir = out / SUITE
+    # one curves file per row: vae at 2 and 4 steps, gan at 4 steps
+    names = sorted(p.name for p in (suite_dir / "curves").glob("*.csv"))
+    assert names == ["ring8--gan--4steps.csv", "ring8--vae--2steps.csv", "ring8--vae--4steps.csv"]
+    # the file is the lowest seed's own curve, every step of a 4-step trial, every loss the model returned
+    vae0 = find(records(runs), "vae", 4)
+    import pandas as pd
+
+    published_curve = pd.read_csv(suite_dir / "curves" / "ring8--vae--4steps.csv")
+    assert published_curve.equals(pd.read_csv(runs / SUITE / vae0["curves"]))
+    assert list(published_curve["step"]) == [1, 2, 3, 4] and {"loss", "rec", "kl"} <= set(published_curve.columns)
+    plots = {p.name: p for p in result.plots}
+    for budget in ("2steps", "4steps"):
+        png = plots[f"ring8-training-vs-step-{budget}.png"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(test/plots/{png.name})" in result.readme.read_text()
+
+
 def test_publish_from_the_command_line(runs, tmp_path):
     assert main(["publish", "--runs-dir", str(runs), "--out", str(tmp_path / "lb")]) == 0
     assert (tmp_path / "lb" / "README.md").is_file() and (tmp_path / "lb" / SUITE / "ring8.csv").is_file()
