@@ -95,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                         "trial is skipped as usual: add --rerun to train it again with its weights kept")
 
     ev = sub.add_parser("evaluate", help="score finished trials again from their kept weights (run --keep-weights), "
-                                         "without training")
+                                         "without training",
+                        description="Score finished trials again from the weights `genbench run --keep-weights` "
+                                    "kept, and update their records in place (training figures untouched). Exit "
+                                    "code 0: every matching trial was scored; 1: one or more were not (one line "
+                                    "each says why, e.g. no kept weights); 2: nothing to do or a bad argument.")
     ev.add_argument("--runs-dir", default=DEFAULT_RUNS)
     ev.add_argument("--suite", default="quick", help="suite folder under the runs dir (default quick)")
     ev.add_argument("--model", action="append", help="only this model's trials (repeatable)")

@@ -186,7 +186,11 @@ def reevaluate(manager, runs_dir: Path, suite: str, selection, *, models=None, d
     torch_device = resolve_device(device)
     data = DatasetCache(manager, torch_device)
     updated, problems = [], []
-    lock = lock_suite(out_dir)  # one writer at a time: a `genbench run` of the suite waits
+    try:
+        lock = lock_suite(out_dir)  # one writer at a time: a `genbench run` of the suite is refused meanwhile
+    except OSError as exc:
+        raise GenbenchError(f"{write_error(exc, out_dir / '.genbench.lock')}: the records cannot be updated; make "
+                            "the runs folder writable") from None
     try:
         for rec in chosen:
             tid = rec["trial_id"]
