@@ -41,7 +41,8 @@ def run(models: str | Iterable[str] | None = None, datasets: str | Iterable[str]
         config: dict | None = None, metrics: str | Iterable[str] | None = None,
         skip_metrics: str | Iterable[str] | None = None, runs_dir: str | Path = DEFAULT_RUNS_DIR,
         suite: str | None = None, executor: str = "local", workers: int | None = None, as_frame: bool = True,
-        *, device: str = "auto", rerun: bool = False, plugins: Iterable[str] = (), quiet: bool = False):
+        *, device: str = "auto", rerun: bool = False, plugins: Iterable[str] = (), quiet: bool = False,
+        keep_weights: bool = False):
     """Train and evaluate every (model, dataset, seed) asked for, under one budget; return the trials.
 
     Arguments (the ``genbench run`` flag of the same name in brackets):
@@ -64,6 +65,8 @@ def run(models: str | Iterable[str] | None = None, datasets: str | Iterable[str]
       quickest for a few small trials) or ``"ray"``; ``workers``: processes of the local executor.
     - ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``), ``rerun`` (run finished trials again),
       ``plugins`` (local plugin files, ``--plugin``), ``quiet`` (no progress display).
+    - ``keep_weights``: keep each finished trial's evaluated state under ``runs_dir/suite/weights/``
+      for ``genbench evaluate`` (``--keep-weights``; the record's ``weights`` names the file).
 
     Returns a pandas DataFrame with one row per trial: ``model``, ``dataset``, ``seed``, ``budget``,
     ``status`` ("ok" or "failed"), ``reason`` (why it failed), then every metric column (NaN where
@@ -101,7 +104,8 @@ def run(models: str | Iterable[str] | None = None, datasets: str | Iterable[str]
     trials = [t for b in budgets for t in plan_trials(manager, model_names, dataset_names, b, seeds, profile,
                                                       config=config, metrics=selection)]
     suite_name = check_suite_name(suite or profile, "suite")
-    options = ExecutorOptions(kind=executor, workers=workers, device=device, plugin_files=tuple(plugins)).validate()
+    options = ExecutorOptions(kind=executor, workers=workers, device=device, plugin_files=tuple(plugins),
+                              keep_weights=bool(keep_weights)).validate()
     console = Console(quiet=quiet)
     records = run_suite(manager, trials, runs, suite_name, device=device, rerun=rerun, console=console,
                         options=options)

@@ -125,6 +125,7 @@ class ExecutorOptions:
     checkpoint_every: float = 0.25  # fraction of the budget between checkpoints; 0 = none
     plugin_files: tuple[str, ...] = ()
     threads: int | None = None  # torch CPU threads per trial; None = the cores shared among the workers
+    keep_weights: bool = False  # write each finished trial's evaluated state (genbench.weights)
 
     def validate(self) -> ExecutorOptions:
         if self.workers is None:
@@ -227,6 +228,7 @@ class TrialJob:
     limits: Limits
     command: str = ""
     threads: int | None = None
+    keep_weights: bool = False
 
     @property
     def suite_dir(self) -> Path:
@@ -443,7 +445,7 @@ class WorkerRuntime:
                     job.trial, self.manager, self.dataset, self.device, out_dir, job.suite,
                     checkpoint_dir=job.suite_dir, checkpoint_every=job.checkpoint_every,
                     on_phase=lambda phase: emit(job, "phase", phase), on_train=on_train,
-                    on_metric=lambda name: emit(job, "metric", name))
+                    on_metric=lambda name: emit(job, "metric", name), keep_weights=job.keep_weights)
             except SystemExit as exc:  # sys.exit in a model ends its trial, not the process
                 record = exit_record(job, self.manager, self.device, exc)
         name_the_cause(record)
@@ -1019,8 +1021,9 @@ def ray_trial(job: TrialJob, plugins: list[tuple[str, str]]) -> dict:
     with tempfile.TemporaryDirectory(prefix="genbench-ray-") as tmp:
         record = runtime.run(job, Path(tmp))
         files = {}
-        if record.get("samples"):
-            files[record["samples"]] = (Path(tmp) / record["samples"]).read_bytes()
+        for kept in (record.get("samples"), (record.get("weights") or {}).get("path")):
+            if kept:
+                files[kept] = (Path(tmp) / kept).read_bytes()
     return {"record": record, "files": files}
 
 

@@ -59,6 +59,7 @@ from genbench.results import (
     write_record,
 )
 from genbench.selection import Selector
+from genbench.weights import save_weights, weights_state
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,34 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
     return values, estimators, not_applicable, errors, ctx
 
 
+def score_model(model: GenerativeModel, dataset: Dataset, manager: PluginManager, profile: Profile, seed: int,
+                device: torch.device, selection: MetricSelection = EVERY_METRIC,
+                on_metric: Callable[[str], None] | None = None) -> dict:
+    """Evaluate a trained ``model`` as a trial's record holds it: the metrics' one-off preparation
+    (timed apart), then :func:`evaluate`.  Returns the record's fields ``metrics``, ``estimators``,
+    ``not_applicable``, ``metric_errors``, ``extractor``, ``marks``, ``warnings`` and ``timings``
+    (``prepare``, ``prepare_s``, ``eval_s``, ``eval_cpu_s`` and per metric ``metrics``).  The one
+    evaluation of genbench: after training (:func:`perform_trial`) and from kept weights
+    (:mod:`genbench.weights`)."""
+    timings: dict = {}
+    # one-off work shared by every trial on the dataset (a classifier trained on first use), timed apart
+    selected = [m for m in manager.metrics.values() if selection.why_left_out(m.name) is None]
+    prepared = prepare_metrics(selected, type(model), dataset, profile, device)
+    timings["prepare"] = prepared
+    timings["prepare_s"] = sum(prepared.values())
+    t1, cpu1 = time.perf_counter(), time.process_time()
+    values, estimators, not_applicable, errors, ctx = evaluate(
+        model, dataset, manager, profile, seed, device, on_metric, selection)
+    timings["eval_s"] = time.perf_counter() - t1
+    # the same span in CPU time of this process (all its threads): the clock of a CPU seconds
+    # budget, so that evaluation and training compare on one clock where the core was shared
+    timings["eval_cpu_s"] = time.process_time() - cpu1
+    timings["metrics"] = dict(ctx.seconds)  # per metric, wall seconds like train_s and eval_s
+    return {"metrics": values, "estimators": estimators, "not_applicable": not_applicable, "metric_errors": errors,
+            "extractor": ctx.memo.get("extractor"), "marks": dict(ctx.marks), "warnings": list(ctx.warnings),
+            "timings": timings}
+
+
 def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, device: torch.device) -> dict:
     return {
         "schema": RECORD_SCHEMA, "suite": suite, "trial_id": trial.trial_id(model_cls),
@@ -383,8 +412,13 @@ def describe_exception(exc: BaseException) -> tuple[str, str]:
 def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[str], Dataset],
                   device: torch.device, out_dir: Path, suite: str, *, checkpoint_dir: Path | None = None,
                   checkpoint_every: float = 0.25, on_phase: Callable[[str], None] | None = None,
-                  on_train: Callable | None = None, on_metric: Callable | None = None) -> dict:
+                  on_train: Callable | None = None, on_metric: Callable | None = None,
+                  keep_weights: bool = False) -> dict:
     """Build, train and evaluate one trial and return its record (not written: the caller writes it).
+
+    With ``keep_weights``, a finished trial's state as it was evaluated (its best-on-validation
+    state) is written to ``<out_dir>/weights/<trial_id>.pt`` and named in ``record["weights"]``
+    (:mod:`genbench.weights`), so ``genbench evaluate`` can score it again without training.
 
     Never raises for a fault of the model or its data: the record's ``status`` is "failed" with
     ``reason`` and ``fault`` ("exception", "non_finite", "oom").  ``on_phase`` is told "setup",
@@ -426,23 +460,12 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
             record["checkpoint_discarded"] = checkpoint.discarded  # in the record, not only the worker log
         if on_phase is not None:
             on_phase("eval")
-        # one-off work shared by every trial on the dataset (a classifier trained on first use), timed apart
-        selected = [m for m in manager.metrics.values() if trial.metric_selection.why_left_out(m.name) is None]
-        prepared = prepare_metrics(selected, model_cls, dataset, profile, device)
-        record["timings"]["prepare"] = prepared
-        record["timings"]["prepare_s"] = sum(prepared.values())
-        t1, cpu1 = time.perf_counter(), time.process_time()
-        values, estimators, not_applicable, errors, ctx = evaluate(
-            model, dataset, manager, profile, trial.seed, device, on_metric, trial.metric_selection)
-        record.update(metrics=values, estimators={**estimators, "selection": selector.estimator()},
-                      not_applicable=not_applicable,
-                      metric_errors=errors, extractor=ctx.memo.get("extractor"),
-                      marks=dict(ctx.marks), warnings=list(ctx.warnings))
-        record["timings"]["eval_s"] = time.perf_counter() - t1
-        # the same span in CPU time of this process (all its threads): the clock of a CPU seconds
-        # budget, so that evaluation and training compare on one clock where the core was shared
-        record["timings"]["eval_cpu_s"] = time.process_time() - cpu1
-        record["timings"]["metrics"] = dict(ctx.seconds)  # per metric, wall seconds like train_s and eval_s
+        evaluated_state = weights_state(model) if keep_weights else None  # before any metric runs
+        scored = score_model(model, dataset, manager, profile, trial.seed, device, trial.metric_selection, on_metric)
+        timings = scored.pop("timings")
+        record.update(scored)
+        record["estimators"] = {**scored["estimators"], "selection": selector.estimator()}
+        record["timings"].update(timings)
         samples = out_dir / "samples" / f"{record['trial_id']}.png"
         try:
             save_samples(model, dataset, samples, trial.seed)
@@ -450,6 +473,8 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         except OSError as exc:  # a full disk must not throw away a trained and evaluated trial
             record["samples"] = None
             record["samples_error"] = write_error(exc, samples)
+        if evaluated_state is not None:
+            save_weights(evaluated_state, record, out_dir)
         record["status"] = "ok"
     except Exception as exc:
         record["fault"], record["reason"] = describe_exception(exc)

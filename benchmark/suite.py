@@ -1,7 +1,8 @@
 """Suites: the list of trials behind `genbench run`, run with resume and rich progress.
 
 A suite folder ``<runs>/<suite>/`` holds one record per trial (``trials/*.json``), the sample grids,
-the checkpoints of trials in progress, the worker logs and the leaderboard CSVs.  Running the same
+the checkpoints of trials in progress, the worker logs, the leaderboard CSVs and, with
+``--keep-weights``, each finished trial's weights (:mod:`genbench.weights`).  Running the same
 command again skips every trial whose record says "ok" for the same config hash and runs the rest
 again, failed ones included (a failure may have been the machine's, not the model's; ``--rerun``
 runs everything).  Every file is written through a temp file and a rename, and one runner at a time
@@ -256,7 +257,8 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
             continue
         jobs.append(TrialJob(index=len(jobs), trial=trial, trial_id=trial.trial_id(cls), suite=suite,
                              runs_dir=str(runs_dir), device=device, checkpoint_every=options.checkpoint_every,
-                             limits=trial_limits(trial, options), command=command, threads=options.threads))
+                             limits=trial_limits(trial, options), command=command, threads=options.threads,
+                             keep_weights=options.keep_weights))
     retried = sum(job.trial.key(manager.models.get(job.trial.model)) in failed_before for job in jobs)
     if records or retried:
         console.print(f"[dim]{len(records)} trial(s) already finished (same config hash) are skipped"
