@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from genbench.manager import PluginManager
 
 DEFAULT_RUNS = "runs"
+PIPE_WIDTH = 120  # console width when stdout is not a terminal and COLUMNS is not set
 # columns shown in the terminal table (the CSVs have all of them), in this order when present
 SHOWN = ["fid", "is", "kid", "precision", "recall", "fid_inception", "nll", "bpd", "nll_excess", "elbo", "iwae",
          "ais", "inference_gap", "modes", "hq_pct", "mode_kl"]
@@ -167,28 +169,55 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def terminal_columns(present: list[str], width: int) -> list[str]:
+def terminal_columns(present: list[str]) -> list[str]:
     """The metric columns of the terminal table: the published page's headline order (sample
-    quality, likelihood, then the family's own metrics), then the rest of ``SHOWN``, as many as fit
-    ``width`` beside the model, status, seeds, steps and notes.  Chance levels stay out: a cell at
-    or below its chance level is marked instead."""
+    quality, likelihood, then the family's own metrics), then the rest of ``SHOWN``.  Chance levels
+    stay out: a cell at or below its chance level is marked instead."""
     from genbench.publish import HEADLINE, TWINS
     from genbench.ranking import CHANCE_SUFFIX
 
     ordered = [c for c in HEADLINE if c in present and TWINS.get(c) not in present]
     ordered += [c for c in SHOWN if c in present and c not in ordered]
-    ordered = [c for c in ordered if not c.endswith(CHANCE_SUFFIX)]
-    room = max(3, (width - 56) // 14)  # a cell "20.83 ± 18" with its padding takes about 14 characters
-    return ordered[:room]
+    return [c for c in ordered if not c.endswith(CHANCE_SUFFIX)]
+
+
+STATUS_WIDTH = 24  # a failed row's reason wraps inside this many characters of the status column
+
+
+def table_width(widths: list[int]) -> int:
+    """Characters a rich table (default box, padding of one space) takes with columns this wide:
+    each cell's two spaces of padding, a border between columns and one at either edge."""
+    return sum(w + 3 for w in widths) + 1
+
+
+def pack_columns(widths: dict[str, int], first: list[int], repeated: list[int], width: int) -> list[list[str]]:
+    """Deal the metric columns ``widths`` (name -> width of its widest cell or header, in display
+    order) into tables that each fit ``width`` characters.  ``first`` and ``repeated`` are the
+    widths of the other columns of the first table (model, status, ..., notes) and of every later
+    one (the model again, so its rows read on their own).  Each table gets at least one metric
+    column, however narrow the terminal: a number is never cut to fit."""
+    tables: list[list[str]] = []
+    current: list[str] = []
+    others = first
+    for col in widths:
+        if current and table_width([*others, *(widths[c] for c in current), widths[col]]) > width:
+            tables.append(current)
+            current, others = [], repeated
+        current.append(col)
+    return [*tables, current]
 
 
 def show_leaderboard(console: Console, records: list[dict], datasets: list[str] | None = None,
                      directions: dict[str, str] | None = None) -> None:
-    """One rich table per dataset.  Marks, flags and bold follow :mod:`genbench.ranking`: a cell
-    ending in † is not a plain number, a row starting with ⚠ carries a finding about the whole
-    trial, bold is the best mean and every row not significantly different from it.  The notes
-    column numbers the rows that have notes; the notes follow the table in full, so a narrow
-    terminal does not fold them into a column a dozen characters wide."""
+    """One rich table per dataset, with every column of :func:`terminal_columns`.  Numbers are never
+    cut: the metric columns that do not fit the console's width beside the model, status, seeds,
+    steps and notes go on into further tables below (each headed by the model again).  Marks, flags
+    and bold follow :mod:`genbench.ranking`: a cell ending in † is not a plain number, a row starting
+    with ⚠ carries a finding about the whole trial, bold is the best mean and every row not
+    significantly different from it.  The notes column numbers the rows that have notes; the notes
+    follow the tables in full, so a narrow terminal does not fold them into a column a dozen
+    characters wide."""
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
@@ -201,32 +230,49 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
         df = leaderboard(records, ds, directions)
         measured = {m for r in records if r["dataset"] == ds for m in r.get("metrics", {})}
         present = [c for c in df.columns if c in measured and df[c].notna().any()]
-        cols = terminal_columns(present, console.width)
+        cols = terminal_columns(present)
         bold = df.attrs.get("bold", {})
-        table = Table(title=f"genbench leaderboard: {ds}", header_style="bold")
         warned = [bool(loads(w, [])) for w in df["warnings"]]
-        widest = max((len(flagged(str(m), w)) for m, w in zip(df["model"], warned)), default=5)
         several = df.loc[df["budget_kind"] != "none", "budget"].nunique() > 1  # a suite run with --budgets
-        for head in ["model", *(["budget"] if several else []), "status", "seeds", "steps", *cols, "notes"]:
-            # model names stay whole however many metric columns there are: values and notes wrap instead
-            table.add_column(head, justify="left" if head in ("model", "status") else "right",
-                             min_width=widest if head == "model" else None, overflow="fold")
-        footnotes = []
+
+        # every cell first, as text, so that each column's width is known before the tables are laid out
+        rows, footnotes = [], []
         for pos, (_, row) in enumerate(df.iterrows()):
             status = (Text(row["status"]) if row["status"] != "failed"
                       else Text.assemble(("failed", "red"), " " + _shorten(str(row["reason"]), 50)))
             marks = loads(row["marks"], {})
-            cells = []
+            cells = {"model": Text(flagged(row["model"], warned[pos])), "status": status,
+                     "seeds": Text(str(row["seeds"])),
+                     "steps": Text(_steps(row["used_steps"]) if row["model"] != REFERENCE_MODEL else "")}
+            if several:
+                cells["budget"] = Text(str(row["budget"]))
             for c in cols:
                 text = marked(_fmt(row[c], row.get(f"{c}_ci95")), c in marks)
-                cells.append(Text(text, style="bold" if pos in bold.get(c, ()) else ""))
+                cells[c] = Text(text, style="bold" if pos in bold.get(c, ()) else "")
             if row["notes"]:
                 footnotes.append(f"[{len(footnotes) + 1}] {row['model']}: {row['notes']}")
-            table.add_row(Text(flagged(row["model"], warned[pos])), *([Text(str(row["budget"]))] if several else []),
-                          status, Text(str(row["seeds"])),
-                          Text(_steps(row["used_steps"]) if row["model"] != REFERENCE_MODEL else ""), *cells,
-                          Text(f"[{len(footnotes)}]" if row["notes"] else ""))
-        console.print(table)
+            cells["notes"] = Text(f"[{len(footnotes)}]" if row["notes"] else "")
+            rows.append(cells)
+
+        def width_of(head: str, rows=rows) -> int:
+            widest = max([cell_len(head), *(r[head].cell_len for r in rows)])
+            return min(widest, STATUS_WIDTH) if head == "status" else widest
+
+        keys = ["model", *(["budget"] if several else [])]
+        first = [*keys, "status", "seeds", "steps"]
+        groups = pack_columns({c: width_of(c) for c in cols}, [width_of(h) for h in [*first, "notes"]],
+                              [width_of(h) for h in keys], console.width)
+        for i, group in enumerate(groups):
+            title = f"genbench leaderboard: {ds}" + (f" (continued, {i + 1}/{len(groups)})" if i else "")
+            table = Table(title=title, header_style="bold")
+            heads = [*(first if i == 0 else keys), *group, *(["notes"] if i == 0 else [])]
+            for head in heads:
+                # only the status (a failed row's reason) may wrap; names and numbers stay whole
+                table.add_column(head, justify="left" if head in ("model", "status") else "right",
+                                 no_wrap=head != "status", max_width=STATUS_WIDTH if head == "status" else None)
+            for cells in rows:
+                table.add_row(*(cells[h] for h in heads))
+            console.print(table)
         for note in footnotes:
             console.print(Text(_shorten(note, 600)))
         extractor = next((e for e in df["extractor"] if e), "")
@@ -560,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from genbench.manager import PluginManager
 
-    # a pipe or CI log is not a terminal: give the wide leaderboard room instead of 80 columns
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    # rich reads the width from the terminal or from COLUMNS; a pipe or CI log without COLUMNS gets
+    # PIPE_WIDTH instead of rich's 80 (the leaderboard's further columns go into tables below)
+    console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=PIPE_WIDTH)
     if getattr(args, "json", False):  # stdout carries the JSON alone: messages and errors go to stderr
         console = Console(stderr=True)
     try:

@@ -39,3 +39,81 @@ def test_old_configs_are_not_pooled_with_new_ones():
     row = leaderboard(recs, "d").iloc[0]
     assert row["nll"] == 98.0 and row["seeds"] == "2/2"
     assert "1 older trial(s)" in row["notes"]
+
+
+# ----------------------------------------------------------------------------- the terminal table
+
+# every column the terminal table shows, with a scale per column so that the cells come out in many
+# widths ("0.07123 ± 0.0031", "1203 ± 41", "-389.6 ± 12")
+WIDE = {"fid": 900.0, "precision": 0.07, "recall": 0.4, "density": 0.6, "coverage": 0.02, "authenticity": 0.95,
+        "kid": 1500.0, "is": 3.9, "bpd": 3.58, "iwae_bpd": 3.87, "ais_bpd": 3.9, "nll": -22.36, "elbo": -1.39,
+        "iwae": 9.53, "ais": -389.6, "inference_gap": 10.92}
+
+
+def wide_records():
+    from genbench.results import RECORD_SCHEMA
+
+    recs = []
+    for m, model in enumerate(["vae", "importance-weighted-autoencoder", "realnvp", "gan"]):
+        for seed in range(3):
+            metrics = {k: v * (1 + 0.3 * m) * (1 + 0.013 * seed * (m + 1)) for k, v in WIDE.items()}
+            recs.append({"schema": RECORD_SCHEMA, "suite": "s", "dataset": "digits", "model": model, "family": "F",
+                         "seed": seed, "status": "ok", "reason": None, "profile": "test", "config": {"a": 1},
+                         "config_hash": f"{model}-h", "budget": {"kind": "steps", "amount": 10.0, "text": "10steps"},
+                         "used": {"seconds": 1.0, "steps": 10, "flops": 5.0}, "metrics": metrics,
+                         "metric_errors": {}, "marks": {}, "warnings": [], "trial_id": f"digits-{model}-{seed}",
+                         "finished": f"2026-01-0{seed + 1}T00:00:00", "versions": {"genbench": "x", "torch": "y"},
+                         "device": "cpu"})
+    return recs
+
+
+def table_cells(text: str) -> set[str]:
+    return {cell.strip() for line in text.splitlines() for cell in line.split("│")[1:-1]}
+
+
+def test_a_100_column_screen_shows_every_column_and_every_number_whole():
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from genbench.cli import _fmt, show_leaderboard, terminal_columns
+
+    recs = wide_records()
+    buf = io.StringIO()
+    show_leaderboard(Console(width=100, file=buf), recs)
+    out = buf.getvalue()
+    assert max(cell_len(line) for line in out.splitlines()) <= 100
+    assert "…" not in out
+    df = leaderboard(recs, "digits")
+    shown = terminal_columns(list(WIDE))
+    assert set(shown) == set(WIDE)  # no column is dropped for want of room
+    headers = {cell.strip() for line in out.splitlines() if line.startswith("┃") for cell in line.split("┃")[1:-1]}
+    assert set(shown) <= headers
+    cells = table_cells(out)
+    expected = {_fmt(row[c], row[f"{c}_ci95"]) for _, row in df.iterrows() for c in shown}
+    assert " ± " in next(iter(expected)) and expected <= cells
+    # the columns that do not fit go on in further tables, each with the model names again
+    assert "genbench leaderboard: digits (continued, 2/" in out
+    assert sum(line.count("importance-weighted-autoencoder") for line in out.splitlines()) >= 2
+
+
+def test_piped_output_follows_columns_and_is_capped_without_it(tmp_path, monkeypatch, capsys):
+    import json
+
+    from rich.cells import cell_len
+
+    from genbench.cli import PIPE_WIDTH, main
+
+    trials = tmp_path / "s" / "trials"
+    trials.mkdir(parents=True)
+    for rec in wide_records():
+        (trials / f"{rec['trial_id']}.json").write_text(json.dumps(rec))
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["leaderboard", "--runs-dir", str(tmp_path), "--suite", "s"]) == 0
+    widths = [cell_len(line) for line in capsys.readouterr().out.splitlines()]
+    assert max(widths) <= 100 and max(widths) >= 90
+    monkeypatch.delenv("COLUMNS")
+    assert main(["leaderboard", "--runs-dir", str(tmp_path), "--suite", "s"]) == 0
+    widths = [cell_len(line) for line in capsys.readouterr().out.splitlines()]
+    assert 100 < max(widths) <= PIPE_WIDTH
