@@ -351,7 +351,8 @@ def test_genbench_keeps_its_public_names():
     from genbench.hookspecs import hookimpl
     from genbench.model import Capability, DataSpec, GenerativeModel
 
-    assert genbench.__all__ == ["Capability", "DataSpec", "GenerativeModel", "hookimpl", "__version__"]
+    assert genbench.__all__ == ["Capability", "DataSpec", "GenerativeModel", "hookimpl", "leaderboard", "run",
+                                "__version__"]
     assert (genbench.Capability, genbench.DataSpec, genbench.GenerativeModel, genbench.hookimpl) == \
         (Capability, DataSpec, GenerativeModel, hookimpl)
     assert set(genbench.__all__) <= set(dir(genbench))
