@@ -544,14 +544,14 @@ def cmd_repro(args, manager: PluginManager, console: Console) -> int:
 
 
 def cmd_evaluate(args, manager: PluginManager, console: Console) -> int:
-    """`genbench evaluate`: re-score finished trials from their kept weights (genbench.weights).
+    """`genbench evaluate`: re-score finished trials from their kept weights (genbench.evaluate).
     Exit code 0 when every matching trial was scored, 1 when one or more could not be (each says
     why in one line: no kept weights, an unreadable file, a failed metric run)."""
+    from genbench.evaluate import reevaluate
     from genbench.metrics import select_metrics
     from genbench.ranking import metric_directions
     from genbench.results import load_records
     from genbench.suite import check_suite_name
-    from genbench.weights import reevaluate
 
     suite = check_suite_name(args.suite)
     selection = select_metrics(manager.metrics, args.metrics, args.skip_metrics)
@@ -634,11 +634,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_check(args, manager, console)
     except GenbenchError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        # one line at any terminal width, and a message naming e.g. "[config.vae]" is printed as written
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/yellow] every finished trial is saved; run the same command again "
-                      "to go on (trials continue from their last checkpoint)")
+                      "to go on (trials continue from their last checkpoint)", soft_wrap=True)
         return 130
     return 1
 
