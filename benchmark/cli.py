@@ -126,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true",
                    help="print the checks as JSON (and nothing else) on stdout; the exit code is the same")
 
+    np_ = sub.add_parser("new-plugin", help="write a package skeleton for a new model family",
+                         description="Write NAME/ with a pyproject.toml (entry point in the `genbench` group), "
+                                     "a model family that passes `genbench check` as written (a generative "
+                                     "moment-matching network: edit it into yours) and a test that runs the "
+                                     "contract check through genbench.testing.check_model.")
+    np_.add_argument("name", metavar="NAME", help="the model's name, lowercase with hyphens (e.g. my-model)")
+    np_.add_argument("--dir", default=".", help="folder to create NAME/ in (default: the current folder)")
+
     pb = sub.add_parser("publish", help="write leaderboard CSVs with provenance, sample grids, budget curves and a "
                                         "rendered README (merged into what --out already holds)")
     pb.add_argument("--runs-dir", default=DEFAULT_RUNS)
@@ -612,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False):  # stdout carries the JSON alone: messages and errors go to stderr
         console = Console(stderr=True)
     try:
+        if args.command == "new-plugin":  # writes files only: no plugin needs to load
+            from genbench.scaffold import module_name, new_plugin
+
+            root = new_plugin(args.name, args.dir)
+            console.print(f"wrote {root}/ (the family is {root}/{module_name(args.name)}/__init__.py); next: "
+                          f"pip install -e {root} && genbench check {args.name} && pytest {root}", soft_wrap=True)
+            return 0
         manager = PluginManager(plugin_files=args.plugin)
         if args.command == "list":
             if args.json:

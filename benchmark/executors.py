@@ -407,7 +407,7 @@ def exit_record(job: TrialJob, manager, device, exc: SystemExit) -> dict:
                   reason=f"SystemExit({exc.code!r}){where}: the model tried to end the process; "
                          "raise an exception instead",
                   traceback="".join(traceback.format_exception(exc, limit=-6)),
-                  finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                  finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"))
     return record
 
 

@@ -93,7 +93,8 @@ class Registry:
         return [self.items[k] for k in sorted(self.items)]
 
 
-def _validate_model(cls: Any, known_capabilities: frozenset[str]) -> str:
+def validate_model(cls: Any, known_capabilities: frozenset[str]) -> str:
+    """The name of model class ``cls``, or RegistrationError saying what registration refuses."""
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
         raise RegistrationError(
             f"{cls!r} is not a subclass of genbench.GenerativeModel; register the class itself"
@@ -140,7 +141,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
-        self.models = Registry("model", lambda cls: _validate_model(cls, self.known_capabilities()))
+        self.models = Registry("model", lambda cls: validate_model(cls, self.known_capabilities()))
         self.datasets = Registry("dataset", _validate_named("dataset", ("name", "kind", "build")))
         self.metrics = Registry("metric", _validate_named("metric", ("name", "columns", "compute")))
 

@@ -393,7 +393,7 @@ def base_record(trial: Trial, model_cls, manager: PluginManager, suite: str, dev
         "marks": {}, "warnings": [],
         "timings": {}, "device": device_label(device), "versions": versions(),
         "command": " ".join(["genbench", *sys.argv[1:]]) if sys.argv else "",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
     }
 
 
@@ -481,7 +481,7 @@ def perform_trial(trial: Trial, manager: PluginManager, load_dataset: Callable[[
         record["traceback"] = traceback.format_exc(limit=-6)
     if curve.points:  # a failed trial's curve too: it shows where the losses went
         write_curve(curve, out_dir, record)
-    record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     return record
 
 

@@ -171,7 +171,7 @@ def fault_record(job: TrialJob, fault: Fault, manager: PluginManager, device) ->
     cls = manager.models.get(job.trial.model)
     rec = base_record(job.trial, cls, manager, job.suite, device)
     rec.update(status="failed", reason=fault.reason, fault=fault.kind, command=job.command,
-               finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+               finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"))
     return rec
 
 

@@ -191,7 +191,7 @@ SLOW_PLUGIN = textwrap.dedent('''
     class SlowConfig:
         lr: float = 0.05
         batch_size: int = 64
-        step_sleep: float = 0.04  # long enough to outlast the vae trial beside it on a busy machine
+        step_sleep: float = 0.1  # long enough to outlast the vae trial beside it on a busy machine
 
 
     class SlowGaussian(GenerativeModel):
@@ -236,7 +236,7 @@ SLOW_PLUGIN = textwrap.dedent('''
 def test_sigkill_mid_suite_then_the_same_command_ends_with_the_same_leaderboard(tmp_path, capsys):
     plugin = tmp_path / "slow_gaussian.py"
     plugin.write_text(SLOW_PLUGIN)
-    budget = ["--budget", "60steps", "--checkpoint-every", "0.2"]  # 60 x 40 ms; checkpoints every 12 steps
+    budget = ["--budget", "60steps", "--checkpoint-every", "0.2"]  # 60 x 100 ms; checkpoints every 12 steps
     common = ["--model", "vae", "--model", "slow-gaussian", "--dataset", "ring8", *budget, "--profile", "test",
               "--threads", "1"]  # one thread: fast and steady on a busy machine, the same in every process
     # the uninterrupted reference, in this process
