@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per trial (default 1 on a CPU: a seconds budget counts the trial's CPU time "
                         "and all its threads share it)")
+    r.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write each trial's training losses and metrics to DIR/<trial_id>/ for TensorBoard "
+                        '(needs the tensorboard package: pip install "genbench[tensorboard]")')
     r.add_argument("--keep-weights", action="store_true",
                    help="keep each finished trial's trained state (the best-on-validation state it was evaluated "
                         "at) in <runs>/<suite>/weights/<trial_id>.pt, so `genbench evaluate` can score it with new "
@@ -448,6 +451,7 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     from genbench.suite import check_suite_name
 
     suite = check_suite_name(suite_name or profile)
+    observe_tensorboard(args, manager, suite)
     console.print(f"[bold]genbench[/bold]: {len(trials)} trials, budget {budget} each, profile {profile}, "
                   f"results in {Path(args.runs_dir) / suite}")
     records = run_suite(manager, trials, Path(args.runs_dir), suite, device=args.device, rerun=args.rerun,
@@ -460,6 +464,14 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     console.print(summary(records))
     console.print(f"leaderboard CSVs: {Path(args.runs_dir) / suite}/leaderboard-*.csv")
     return 0
+
+
+def observe_tensorboard(args, manager: PluginManager, suite: str) -> None:
+    """With ``--tensorboard DIR``, each trial of this run is also written to DIR as it finishes."""
+    if args.tensorboard:
+        from genbench.tensorboard import TensorBoardLog
+
+        manager.pm.register(TensorBoardLog(args.tensorboard, Path(args.runs_dir) / suite), name="genbench.tensorboard")
 
 
 def with_sets(config: dict, sets: list[str], manager: PluginManager, models: list[str]) -> dict:
@@ -531,6 +543,7 @@ def cmd_repro(args, manager: PluginManager, console: Console) -> int:
     options = executor_options(args)
     trials = plan_repro_trials(manager, claims, args.profile)
     runs = Path(args.runs_dir)
+    observe_tensorboard(args, manager, REPRO_SUITE)
     console.print(f"[bold]genbench[/bold]: reproduction suite ({REPRO_FILE.name}): {len(claims)} claims, "
                   f"{len(trials)} trials, profile {args.profile}, results in {runs / REPRO_SUITE}")
     records = run_suite(manager, trials, runs, REPRO_SUITE, device=args.device, rerun=args.rerun,
