@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 DEFAULT_RUNS = "runs"
 PIPE_WIDTH = 120  # console width when stdout is not a terminal and COLUMNS is not set
-# columns shown in the terminal table (the CSVs have all of them), in this order when present
-SHOWN = ["fid", "is", "kid", "precision", "recall", "fid_inception", "nll", "bpd", "nll_excess", "elbo", "iwae",
-         "ais", "inference_gap", "modes", "hq_pct", "mode_kl"]
-
 
 SET_HELP = ("override a field of a model's config, typed by the field's annotation (repeatable), "
             "e.g. --set vae.lr=3e-4 --set vae.hidden=200")
@@ -180,16 +176,14 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def terminal_columns(present: list[str]) -> list[str]:
-    """The metric columns of the terminal table: the published page's headline order (sample
-    quality, likelihood, then the family's own metrics), then the rest of ``SHOWN``.  Chance levels
-    stay out: a cell at or below its chance level is marked instead."""
-    from genbench.publish import HEADLINE, TWINS
+def terminal_columns(present: list[str], facts) -> list[str]:
+    """The metric columns of the terminal table: every headline column the registered metrics
+    declare (``Metric.headline``; ``facts`` is :func:`genbench.ranking.metric_directions`), in rank
+    order (sample quality, likelihood, the families' own metrics, then the secondary ones); the CSVs
+    have every column.  Chance levels stay out: a cell at or below its chance level is marked instead."""
     from genbench.ranking import CHANCE_SUFFIX
 
-    ordered = [c for c in HEADLINE if c in present and TWINS.get(c) not in present]
-    ordered += [c for c in SHOWN if c in present and c not in ordered]
-    return [c for c in ordered if not c.endswith(CHANCE_SUFFIX)]
+    return [c for c in facts.headline(present) if not c.endswith(CHANCE_SUFFIX)]
 
 
 STATUS_WIDTH = 24  # a failed row's reason wraps inside this many characters of the status column
@@ -219,7 +213,7 @@ def pack_columns(widths: dict[str, int], first: list[int], repeated: list[int], 
 
 
 def show_leaderboard(console: Console, records: list[dict], datasets: list[str] | None = None,
-                     directions: dict[str, str] | None = None) -> None:
+                     directions=None) -> None:
     """One rich table per dataset, with every column of :func:`terminal_columns`.  Numbers are never
     cut: the metric columns that do not fit the console's width beside the model, status, seeds,
     steps and notes go on into further tables below (each headed by the model again).  Marks, flags
@@ -232,8 +226,13 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
     from rich.table import Table
     from rich.text import Text
 
-    from genbench.ranking import FLAG, MARK, TEST, flagged, loads, marked
+    from genbench.ranking import FLAG, MARK, TEST, flagged, loads, marked, metric_directions
     from genbench.results import REFERENCE_MODEL, leaderboard
+
+    if directions is None:  # the registered metrics' directions and headline columns
+        from genbench.manager import PluginManager
+
+        directions = metric_directions(PluginManager())
 
     for ds in sorted({r["dataset"] for r in records}):
         if datasets and ds not in datasets:
@@ -241,7 +240,7 @@ def show_leaderboard(console: Console, records: list[dict], datasets: list[str] 
         df = leaderboard(records, ds, directions)
         measured = {m for r in records if r["dataset"] == ds for m in r.get("metrics", {})}
         present = [c for c in df.columns if c in measured and df[c].notna().any()]
-        cols = terminal_columns(present)
+        cols = terminal_columns(present, directions)
         bold = df.attrs.get("bold", {})
         warned = [bool(loads(w, [])) for w in df["warnings"]]
         several = df.loc[df["budget_kind"] != "none", "budget"].nunique() > 1  # a suite run with --budgets

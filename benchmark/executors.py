@@ -40,14 +40,15 @@ the exception has no message), what ended a worker process (a signal, ``os._exit
 it wrote), and a model that calls ``sys.exit`` fails its trial instead of ending the worker.
 
 Time limits are per phase of a trial: *setup* (loading data, building the model, reading a
-checkpoint) and *evaluation* get the evaluation allowance (``--eval-timeout``, by default by
-profile); *training* gets ``--trial-timeout``, by default derived from the budget: for a seconds
-budget on a CPU, 3 x the budget + 2 minutes of the worker's own CPU time (the budget counts CPU
-time, so a machine busy with other work stretches a trial's wall time without making it hang; a
-wall-clock backstop of ``WALL_BACKSTOP`` times that catches a trial that hangs without computing),
-elsewhere that many wall seconds; a generous 12 hours for step and FLOP budgets, whose duration is
-not known in advance.  An explicit ``--trial-timeout`` is wall time.  The Ray executor cannot see
-phases and applies their sum to the whole task.
+checkpoint) and *evaluation* get the evaluation allowance (``--eval-timeout``, by default the sum
+of the trial's metrics' own allowances, :func:`eval_allowance`); *training* gets
+``--trial-timeout``, by default derived from the budget: for a seconds budget on a CPU, 3 x the
+budget + 2 minutes of the worker's own CPU time (the budget counts CPU time, so a machine busy with
+other work stretches a trial's wall time without making it hang; a wall-clock backstop of
+``WALL_BACKSTOP`` times that catches a trial that hangs without computing), elsewhere that many
+wall seconds; a generous 12 hours for step and FLOP budgets, whose duration is not known in
+advance. An explicit ``--trial-timeout`` is wall time. The Ray executor cannot see phases and
+applies their sum to the whole task.
 """
 
 from __future__ import annotations
@@ -83,8 +84,7 @@ from genbench.runner import Trial, perform_trial, resolve_device
 EXECUTORS = ("local", "inline", "ray")
 STARTUP_ALLOWANCE_S = 300.0  # importing torch and the plugins in a fresh worker
 STEP_BUDGET_TRAIN_LIMIT_S = 12 * 3600.0
-EVAL_ALLOWANCE_S = {"test": 600.0, "quick": 1800.0, "standard": 12 * 3600.0}
-DEFAULT_EVAL_ALLOWANCE_S = 3600.0
+SETUP_ALLOWANCE_S = 600.0  # the evaluation allowance of a trial no metric scores (setup still runs)
 DEFAULT_MEMORY_LIMIT_GB = 8.0
 PROGRESS_INTERVAL_S = 0.25  # how often a worker reports training progress
 LOG_CAP_BYTES = 64 * 2**20  # a worker log past this size is rotated (its tail kept in worker-N.log.1)
@@ -177,7 +177,18 @@ class Limits:
         return STARTUP_ALLOWANCE_S + self.setup_s + self.train_s + self.eval_s
 
 
-def trial_limits(trial: Trial, options: ExecutorOptions) -> Limits:
+def eval_allowance(trial: Trial, metrics=()) -> float:
+    """Seconds a trial's setup and its evaluation may each take by default: the sum of the
+    allowances (``Metric.allowance``) of the ``metrics`` its selection evaluates, and at least
+    :data:`SETUP_ALLOWANCE_S`.  Each metric says what it needs, so a plugin's slow metric brings
+    its own time and no profile table has to know it."""
+    chosen = [m for m in metrics if trial.metric_selection.why_left_out(m.name) is None]
+    return max(SETUP_ALLOWANCE_S, sum(m.allowance(trial.profile) for m in chosen))
+
+
+def trial_limits(trial: Trial, options: ExecutorOptions, metrics=()) -> Limits:
+    """The limits of each phase of ``trial``; ``metrics``: the registered metrics (their
+    allowances make the evaluation limit, :func:`eval_allowance`)."""
     train_cpu = False
     if options.trial_timeout is not None:
         train = float(options.trial_timeout)
@@ -188,7 +199,7 @@ def trial_limits(trial: Trial, options: ExecutorOptions) -> Limits:
         train_cpu = resolve_device(options.device).type == "cpu"
     else:
         train = STEP_BUDGET_TRAIN_LIMIT_S
-    allowance = options.eval_timeout or EVAL_ALLOWANCE_S.get(trial.profile, DEFAULT_EVAL_ALLOWANCE_S)
+    allowance = options.eval_timeout or eval_allowance(trial, metrics)
     return Limits(setup_s=float(allowance), train_s=train, eval_s=float(allowance), train_cpu=train_cpu)
 
 

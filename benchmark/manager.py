@@ -134,6 +134,31 @@ def _validate_named(kind: str, required: tuple[str, ...]) -> Callable[[Any], str
     return validate
 
 
+def validate_metric(metric: Any) -> str:
+    """The name of ``metric``, or RegistrationError naming what is wrong with what it declares."""
+    name = _validate_named("metric", ("name", "columns", "compute"))(metric)
+    bad = {c: d for c, d in dict(metric.columns).items() if d not in ("higher", "lower", "none")}
+    if bad:
+        raise RegistrationError(f"metric {name!r}: column directions must be 'higher', 'lower' or 'none', got {bad}")
+    headline = dict(getattr(metric, "headline", {}) or {})
+    stray = set(headline) - set(metric.columns)
+    if stray:
+        raise RegistrationError(f"metric {name!r}: headline names columns it does not have: {sorted(stray)}")
+    settings = getattr(metric, "Settings", None)
+    if settings is not None:
+        import dataclasses
+
+        if not dataclasses.is_dataclass(settings):
+            raise RegistrationError(f"metric {name!r}: Settings must be a dataclass with defaults")
+        fields = {f.name for f in dataclasses.fields(settings)}
+        for profile, values in dict(getattr(metric, "profile_settings", {}) or {}).items():
+            unknown = set(values) - fields
+            if unknown:
+                raise RegistrationError(f"metric {name!r}: profile_settings[{profile!r}] sets {sorted(unknown)}, "
+                                        f"which its Settings does not have (fields: {sorted(fields)})")
+    return name
+
+
 class PluginManager:
     """Loads plugins and holds the model, dataset and metric registries."""
 
@@ -143,7 +168,7 @@ class PluginManager:
         self.broken: dict[str, str] = {}  # plugin name -> why it failed to load
         self.models = Registry("model", lambda cls: validate_model(cls, self.known_capabilities()))
         self.datasets = Registry("dataset", _validate_named("dataset", ("name", "kind", "build")))
-        self.metrics = Registry("metric", _validate_named("metric", ("name", "columns", "compute")))
+        self.metrics = Registry("metric", validate_metric)
 
         from genbench import builtins
 

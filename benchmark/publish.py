@@ -72,6 +72,7 @@ from genbench.ranking import (
     FLAG,
     MARK,
     TEST,
+    ColumnFacts,
     Entry,
     bold_cells,
     chance_marks,
@@ -83,12 +84,12 @@ from genbench.ranking import (
     loads,
     marked,
     merge_marks,
+    metric_directions,
     notes_text,
     seed_marks,
     seed_warnings,
     summary_rows,
 )
-from genbench.ranking import metric_directions as metric_directions
 from genbench.repro import REPRO_SUITE, render_suite
 from genbench.results import (
     REFERENCE_MODEL,
@@ -101,19 +102,6 @@ from genbench.results import (
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
 
-# Metric columns a reader looks for first; the CSVs put those present in this order, then every
-# other metric column alphabetically (an order that depends on the data only, never on which
-# plugins are installed at publish time).
-HEADLINE = ("fid", "precision", "recall", "modes", "hq_pct", "bpd", "iwae_bpd", "ais_bpd", "mode_kl", "nll",
-            "iwae", "ais",
-            # task families' own metrics come before the secondary sample-quality columns
-            "cycle_error", "target_accuracy", "label_preservation", "caption_digit_accuracy",
-            "caption_digit_accuracy_unseen", "caption_weight_accuracy", "mask_iou", "mask_iou_chance",
-            "patch_fidelity_at_truth", "patch_fidelity_at_truth_chance",
-            # density and coverage sit beside precision and recall in the CSV; in a six-column table the
-            # family metrics come first, so they follow them
-            "density", "coverage", "authenticity",
-            "kid", "is", "elbo", "fid_target", "fid_inception")
 THUMB = 280  # widest sample picture shown in a README table, in pixels (an 8 x 8 grid of 32-pixel images)
 TABLE_METRICS = 6  # metric columns of a README table; the CSV linked under it has all of them
 # a README table shows a likelihood once: in bits/dim where there is a bits/dim column
@@ -201,11 +189,6 @@ def parse_cell(cell: str, kind: str, where: str):
                             "afresh") from None
 
 
-def order_metrics(columns: Iterable[str]) -> list[str]:
-    columns = set(columns)
-    return [c for c in HEADLINE if c in columns] + sorted(columns - set(HEADLINE))
-
-
 @dataclass
 class Table:
     """One published CSV: typed columns and rows of plain Python values (text unescaped)."""
@@ -250,8 +233,10 @@ class Table:
         return cls(header, types, rows)
 
 
-def trial_table(rows: list[dict]) -> Table:
-    metrics = order_metrics({c for r in rows for c in r} - {c for c, _ in TRIAL_HEAD + TRIAL_TAIL})
+def trial_table(rows: list[dict], facts: ColumnFacts) -> Table:
+    """The per-trial CSV: metric columns in the registered metrics' headline order, then the rest
+    alphabetically (a column of a metric not installed at publish time is one of the rest)."""
+    metrics = facts.order({c for r in rows for c in r} - {c for c, _ in TRIAL_HEAD + TRIAL_TAIL})
     types = {**dict(TRIAL_HEAD), **{m: FLOAT for m in metrics}, **dict(TRIAL_TAIL)}
     return Table([c for c, _ in TRIAL_HEAD] + metrics + [c for c, _ in TRIAL_TAIL], types, sort_rows(rows))
 
@@ -693,6 +678,7 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         raise GenbenchError(f"no trial records under {str(runs_dir)!r} (suites: {', '.join(wanted) or 'none'}); "
                             "run `genbench run` first")
     defaults = config_defaults(manager)
+    facts = metric_directions(manager)
     result = Published()
     selected = select_records(records)
     by_file: dict[tuple[str, str], list] = defaultdict(list)
@@ -720,7 +706,7 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         merged = merge_trials(published, new_rows, result.warnings)
         _pick_samples(merged, new_rows, sources, suite_dir)
         _copy_curves(new_rows, curve_sources, suite_dir)
-        trials = trial_table(merged)
+        trials = trial_table(merged, facts)
         metrics = [c for c in trials.columns if trials.types[c] == FLOAT and c not in dict(TRIAL_HEAD)]
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for r in trials.rows:
@@ -732,7 +718,7 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         result.files += [board_path, trials_path]
     for suite in sorted({s for s, _ in by_file}):
         _drop_unreferenced_samples(out_dir / suite)
-    result.readme, result.plots = render(out_dir, metric_directions(manager))
+    result.readme, result.plots = render(out_dir, facts)
     return result
 
 
@@ -798,9 +784,9 @@ def board_metrics(table: Table) -> list[str]:
     return [c for c in table.columns if c not in fixed and not c.endswith("_ci95")]
 
 
-def headline(table: Table, rows: list[dict]) -> list[str]:
+def headline(table: Table, rows: list[dict], facts: ColumnFacts) -> list[str]:
     present = [m for m in board_metrics(table) if any(r.get(m) is not None for r in rows)]
-    shown = [m for m in HEADLINE if m in present and TWINS.get(m) not in present]
+    shown = [m for m in facts.headline(present) if TWINS.get(m) not in present]
     return shown[:TABLE_METRICS] or present[:TABLE_METRICS]
 
 
@@ -897,7 +883,7 @@ LEGEND = (f"Bold: the best mean and every model not significantly different from
           "better side); the reasons are in *notes*.")
 
 
-def render(out_dir: Path, directions: dict[str, str]) -> tuple[Path, list[Path]]:
+def render(out_dir: Path, directions: ColumnFacts) -> tuple[Path, list[Path]]:
     """README.md, the budget-curve and training-curve plots and each suite's ``summary.csv`` from every leaderboard CSV
     under ``out_dir``."""
     out_dir = Path(out_dir)
@@ -1021,7 +1007,7 @@ def _link(out_dir: Path, path: Path) -> str:
 
 
 def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_path: Path, curves: list[Path],
-             directions: dict[str, str], seeds: dict[tuple, dict[str, list[float]]] | None = None,
+             directions: ColumnFacts, seeds: dict[tuple, dict[str, list[float]]] | None = None,
              training: list[Path] = ()) -> list[str]:
     rows = table.rows
     reference = [r for r in rows if r["model"] == REFERENCE_MODEL]
@@ -1032,7 +1018,7 @@ def _section(table: Table, title: str, out_dir: Path, board_path: Path, trials_p
            f"[{md_text(trials_path.name)}]({_link(out_dir, trials_path)})", ""]
     for kind, amount, text in budgets or [("none", 0.0, "")]:
         shown = [r for r in models if (r["budget_kind"], r["budget_amount"]) == (kind, amount)] + reference
-        metrics = headline(table, shown)
+        metrics = headline(table, shown, directions)
         if budgets:
             out += [f"### budget {md_text(text)} ({BUDGET_UNITS.get(kind, kind)})", ""]
         out += markdown_table(shown, metrics, directions, seeds) + [""]

@@ -54,14 +54,35 @@ def direction_of(column: str, directions: dict[str, str]) -> str:
     return d if d in RANKED else "none"
 
 
-def metric_directions(manager) -> dict[str, str]:
-    """Column -> "higher" | "lower" | "none", as every registered metric declares it."""
+class ColumnFacts(dict):
+    """Column -> "higher" | "lower" | "none", as the registered metrics declare them, and
+    ``ranks``: column -> headline rank (``Metric.headline``).  Terminal, CSV and page order their
+    metric columns by it (:meth:`order`), so a metric's headline columns come from the metric."""
+
+    def __init__(self, directions=(), ranks=None):
+        super().__init__(directions)
+        self.ranks: dict[str, int] = dict(ranks or {})
+
+    def headline(self, columns: Iterable[str]) -> list[str]:
+        """The headline columns among ``columns``, by rank (then name)."""
+        return sorted((c for c in set(columns) if c in self.ranks), key=lambda c: (self.ranks[c], c))
+
+    def order(self, columns: Iterable[str]) -> list[str]:
+        """``columns``: the headline ones by rank, then every other alphabetically."""
+        columns = set(columns)
+        first = self.headline(columns)
+        return first + sorted(columns - set(first))
+
+
+def metric_directions(manager) -> ColumnFacts:
+    """The column facts (direction, headline rank) of every registered metric."""
     if manager is None:
-        return {}
-    out = {}
+        return ColumnFacts()
+    directions, ranks = {}, {}
     for metric in manager.metrics.values():
-        out.update(dict(metric.columns))
-    return out
+        directions.update(dict(metric.columns))
+        ranks.update(dict(getattr(metric, "headline", {}) or {}))
+    return ColumnFacts(directions, ranks)
 
 
 def finite(values: Iterable) -> list[float]:

@@ -257,8 +257,8 @@ def _run_locked(manager, trials, runs_dir: Path, suite: str, device: str, rerun:
             continue
         jobs.append(TrialJob(index=len(jobs), trial=trial, trial_id=trial.trial_id(cls), suite=suite,
                              runs_dir=str(runs_dir), device=device, checkpoint_every=options.checkpoint_every,
-                             limits=trial_limits(trial, options), command=command, threads=options.threads,
-                             keep_weights=options.keep_weights))
+                             limits=trial_limits(trial, options, manager.metrics.values()), command=command,
+                             threads=options.threads, keep_weights=options.keep_weights))
     retried = sum(job.trial.key(manager.models.get(job.trial.model)) in failed_before for job in jobs)
     if records or retried:
         console.print(f"[dim]{len(records)} trial(s) already finished (same config hash) are skipped"

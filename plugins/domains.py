@@ -330,6 +330,7 @@ class TranslationMetrics(Metric):
     """Cycle error, target-domain accuracy, label preservation and target FID (module docstring)."""
 
     name = "translation"
+    headline = {"cycle_error": 130, "target_accuracy": 140, "label_preservation": 150, "fid_target": 330}
     columns = {
         "cycle_error": "lower", "target_accuracy": "higher", "label_preservation": "higher",
         "fid_target": "lower", "label_preservation_oracle": "higher",

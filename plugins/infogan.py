@@ -266,6 +266,7 @@ def hungarian_accuracy(codes: torch.Tensor, labels: torch.Tensor, n_codes: int, 
 
 class InfoGANCodeAccuracy(Metric):
     name = "infogan_code_accuracy"
+    headline = {"infogan_code_accuracy": 185}
     columns = {"infogan_code_accuracy": "higher"}
     needs = frozenset({Capability.SAMPLE, Capability.CONDITIONAL})
     data_kinds = frozenset({"image"})

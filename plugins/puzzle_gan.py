@@ -399,6 +399,8 @@ class PatchCompletion(Metric):
     """Mask IoU and how unchanged the key patches come out (module docstring)."""
 
     name = "patch_completion"
+    headline = {"mask_iou": 190, "mask_iou_chance": 191, "patch_fidelity_at_truth": 195,
+                "patch_fidelity_at_truth_chance": 196}
     columns = {"mask_iou": "higher", "mask_iou_half": "higher", "mask_threshold": "none",
                "mask_iou_chance": "none", "patch_fidelity": "higher",
                "patch_fidelity_at_truth": "higher", "patch_fidelity_chance": "none",

@@ -399,6 +399,8 @@ class CaptionAgreement(Metric):
     """Does the image say what the caption says?  (module docstring)"""
 
     name = "caption_agreement"
+    headline = {"caption_digit_accuracy": 160, "caption_digit_accuracy_unseen": 170,
+                "caption_weight_accuracy": 180}
     columns = {"caption_digit_accuracy": "higher", "caption_digit_accuracy_seen": "higher",
                "caption_digit_accuracy_unseen": "higher", "caption_weight_accuracy": "higher",
                "caption_weight_accuracy_chance": "none"}

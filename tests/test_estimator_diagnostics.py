@@ -14,7 +14,7 @@ from genbench.datasets import Dataset
 from genbench.metrics import EvalContext
 from genbench.metrics.ais import AISLikelihood, diagnose_ais, scaled_steps
 from genbench.metrics.likelihood import iwae_bounds
-from genbench.metrics.posterior import PosteriorGaps, QStarSettings, fit_local_posteriors, gaussian_bounds
+from genbench.metrics.posterior import PosteriorGaps, fit_local_posteriors, gaussian_bounds
 from genbench.profiles import get_profile
 
 
@@ -43,19 +43,24 @@ class GeneralLinearGaussian(LinearGaussian):
         return float(0.5 * (p.diagonal().log().sum() - torch.logdet(p)))
 
 
-def _context(model, x, profile, seed=0):
-    """An evaluation context whose test split is ``x`` (continuous points: no dequantisation).  The
-    model has a config.obs_sigma, so the metrics choose it from the grid: the grid holds its own."""
-    profile = dataclasses.replace(profile, obs_sigma_grid=(model.sigma,), obs_sigma_val_points=2)
+def _context(model, x, profile, seed=0, ais=None, qstar=None):
+    """An evaluation context whose test split is ``x`` (continuous points: no dequantisation), with
+    the AIS metric's settings ``ais`` and the posterior gaps' ``qstar`` (field -> value over the
+    profile's).  The model has a config.obs_sigma, so the metrics choose it from the grid: the grid
+    holds its own."""
+    ais_settings = dataclasses.replace(AISLikelihood.settings(profile), obs_sigma_grid=(model.sigma,),
+                                       obs_sigma_val_points=2, **(ais or {}))
+    settings = {"ais": ais_settings,
+                "posterior_gaps": dataclasses.replace(PosteriorGaps.settings(profile), **(qstar or {}))}
     data = Dataset(spec=model.spec, splits={"test": {"x": x}, "val": {"x": x}})
-    return EvalContext(model, data, profile, seed=seed, device="cpu")
+    return EvalContext(model, data, profile, seed=seed, device="cpu", settings=settings)
 
 
 @pytest.mark.parametrize("profile_name", ["quick"])
 def test_local_posterior_reaches_the_closed_form_optimum_and_says_so(profile_name):
     model = GeneralLinearGaussian().requires_grad_(False)
     x = model.sample(32, generator=torch.Generator().manual_seed(3))
-    settings = QStarSettings.from_profile(get_profile(profile_name))
+    settings = PosteriorGaps.settings(get_profile(profile_name))
     torch.manual_seed(0)
     q = model.encode(x)
     fit = fit_local_posteriors(model, x, q.mean, q.stddev.log(), settings)
@@ -74,8 +79,8 @@ def test_local_posterior_reaches_the_closed_form_optimum_and_says_so(profile_nam
 def test_an_unconverged_local_posterior_is_marked():
     model = GeneralLinearGaussian().requires_grad_(False)
     x = model.sample(16, generator=torch.Generator().manual_seed(4))
-    profile = dataclasses.replace(get_profile("test"), iwae_k=50, ais_points=16, qstar_steps=20, bdmc_points=0)
-    ctx = _context(model, x, profile)
+    profile = dataclasses.replace(get_profile("test"), iwae_k=50, ais_points=16)
+    ctx = _context(model, x, profile, ais={"bdmc_points": 0}, qstar={"steps": 20})
     out = PosteriorGaps().compute(ctx)
     assert out["qstar_converged"] == 0.0 and out["qstar_steps"] == 20
     for column in ("elbo_qstar", "approx_gap", "amort_gap"):
@@ -87,9 +92,8 @@ def test_ais_approaches_the_exact_log_px_and_its_diagnostics_pass():
     torch.manual_seed(0)
     model = LinearGaussian(seed=1).requires_grad_(False)
     x = model.sample(24, generator=torch.Generator().manual_seed(1))
-    profile = dataclasses.replace(get_profile("test"), ais_steps=200, ais_chains=8, ais_leapfrog=5, ais_points=24,
-                                  bdmc_points=16, iwae_k=200)
-    ctx = _context(model, x, profile)
+    profile = dataclasses.replace(get_profile("test"), ais_points=24, iwae_k=200)
+    ctx = _context(model, x, profile, ais={"steps": 200, "chains": 8, "leapfrog": 5, "bdmc_points": 16})
     out = AISLikelihood().compute(ctx)
     assert abs(out["ais"] - float(model.log_px(x).mean())) < 0.1
     assert abs(out["ais_minus_iwae"]) < 0.1 and out["bdmc_gap"] < 0.5
@@ -102,9 +106,8 @@ def test_a_short_ais_run_in_many_dimensions_is_marked_and_not_used_as_log_px():
     model.config.obs_sigma = 0.1
     x = model.sample(16, generator=torch.Generator().manual_seed(2))
     # 400 dimensions at a reference of 400: the 5 steps are not scaled up
-    profile = dataclasses.replace(get_profile("test"), ais_steps=5, ais_ref_dim=400, ais_chains=2, ais_leapfrog=2,
-                                  ais_points=16, bdmc_points=4, iwae_k=100)
-    ctx = _context(model, x, profile)
+    profile = dataclasses.replace(get_profile("test"), ais_points=16, iwae_k=100)
+    ctx = _context(model, x, profile, ais={"steps": 5, "ref_dim": 400, "chains": 2, "leapfrog": 2, "bdmc_points": 4})
     out = AISLikelihood().compute(ctx)
     assert out["ais_minus_iwae"] < -10
     why = "below IWAE (K=100) on the same points: annealing too short (5 steps) for 400 dimensions"
@@ -116,8 +119,9 @@ def test_a_short_ais_run_in_many_dimensions_is_marked_and_not_used_as_log_px():
 
 def test_ais_steps_grow_with_the_data_dimension():
     quick = get_profile("quick")
-    assert scaled_steps(quick, 64) == quick.ais_steps == scaled_steps(quick, 2)
-    assert scaled_steps(quick, 784) == 2450  # 200 x 784 / 64
+    protocol = AISLikelihood.settings(quick)
+    assert scaled_steps(protocol, 64) == protocol.steps == scaled_steps(protocol, 2)
+    assert scaled_steps(protocol, 784) == 2450  # 200 x 784 / 64
     assert "max(1, D/64)" in AISLikelihood().estimator(quick)
 
 

@@ -4,6 +4,8 @@ import math
 
 import pytest
 
+from genbench.manager import PluginManager
+from genbench.ranking import metric_directions
 from genbench.results import ci95, leaderboard
 
 
@@ -86,7 +88,7 @@ def test_a_100_column_screen_shows_every_column_and_every_number_whole():
     assert max(cell_len(line) for line in out.splitlines()) <= 100
     assert "…" not in out
     df = leaderboard(recs, "digits")
-    shown = terminal_columns(list(WIDE))
+    shown = terminal_columns(list(WIDE), metric_directions(PluginManager()))
     assert set(shown) == set(WIDE)  # no column is dropped for want of room
     headers = {cell.strip() for line in out.splitlines() if line.startswith("┃") for cell in line.split("┃")[1:-1]}
     assert set(shown) <= headers

@@ -249,7 +249,7 @@ def test_ais_metric_on_a_gan_records_sigma_and_restores_the_model(manager, digit
     metric = AISLikelihood()
     assert metric.applies(gan_cls, digits) == (True, "")
     out = metric.compute(ctx)
-    assert out["obs_sigma"] in profile.obs_sigma_grid
+    assert out["obs_sigma"] in AISLikelihood.settings(profile).obs_sigma_grid
     assert model.config.obs_sigma == gan_cls.Config().obs_sigma
     assert math.isfinite(out["ais"]) and math.isfinite(out["bdmc_gap"])
     # the BDMC gap's standard error over its few simulated points comes with it
@@ -286,8 +286,11 @@ def test_parzen_approaches_the_true_density_of_a_known_gaussian():
 
 def test_parzen_metric_runs_and_labels_itself(manager, digits):
     model = build(manager.models.get("vae"), digits)
-    profile = dataclasses.replace(get_profile("test"), parzen_samples=300)
+    profile = get_profile("test")
     metric = ParzenWindow()
-    out = metric.compute(EvalContext(model, digits, profile, seed=0, device="cpu"))
+    settings = dataclasses.replace(metric.settings(profile), samples=300)
+    ctx = EvalContext(model, digits, profile, seed=0, device="cpu", settings={"parzen": settings})
+    out = metric.compute(ctx)
     assert math.isfinite(out["parzen"]) and out["parzen_sem"] > 0
-    assert "biased" in metric.estimator(profile) and "300 samples" in metric.estimator(profile)
+    assert len(ctx.samples(300)) == 300 and ctx.settings_of(metric).samples == 300
+    assert "biased" in metric.estimator(profile) and "200 samples" in metric.estimator(profile)  # the test profile's

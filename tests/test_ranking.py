@@ -21,6 +21,7 @@ from genbench.model import Capability, DataSpec, GenerativeModel
 from genbench.publish import markdown_table, publish, render
 from genbench.ranking import (
     MARK,
+    ColumnFacts,
     Entry,
     bold_cells,
     chance_marks,
@@ -33,7 +34,8 @@ from genbench.ranking import (
 )
 from genbench.results import RECORD_SCHEMA, REFERENCE_MODEL, leaderboard, write_leaderboards
 
-LOWER = {"fid": "lower", "acc": "higher", "acc_chance": "higher", "ct": "none"}
+# the metrics of these tests: directions, and fid as the one headline column
+LOWER = ColumnFacts({"fid": "lower", "acc": "higher", "acc_chance": "higher", "ct": "none"}, {"fid": 10})
 
 
 # ----------------------------------------------------------------------------- bold

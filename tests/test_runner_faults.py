@@ -10,7 +10,14 @@ import torch
 
 from genbench.budget import Budget
 from genbench.cli import main
-from genbench.executors import STEP_BUDGET_TRAIN_LIMIT_S, ExecutorOptions, trial_limits, trial_threads
+from genbench.executors import (
+    SETUP_ALLOWANCE_S,
+    STEP_BUDGET_TRAIN_LIMIT_S,
+    ExecutorOptions,
+    trial_limits,
+    trial_threads,
+)
+from genbench.metrics import select_metrics
 from genbench.runner import Trial
 
 
@@ -205,12 +212,18 @@ def test_inline_executor_records_exceptions_and_failed_trials_are_retried(tmp_pa
     assert healthy_file.stat().st_mtime_ns == stamp  # the finished trial was not run again
 
 
-def test_time_limits_follow_the_budget_and_the_flags():
+def test_time_limits_follow_the_budget_and_the_flags(manager):
     t_seconds = Trial("vae", "ring8", 0, Budget.parse("60s"), "quick")
     t_steps = Trial("vae", "ring8", 0, Budget.parse("100steps"), "test")
-    limits = trial_limits(t_seconds, ExecutorOptions())
+    limits = trial_limits(t_seconds, ExecutorOptions(), manager.metrics.values())
     assert limits.train_s == pytest.approx(3.0 * 60 + 120)
-    assert limits.eval_s == limits.setup_s == 1800.0  # the quick profile's allowance
+    # the evaluation allowance is the sum of the metrics' own: 300 s each in the quick profile
+    allowances = [m.allowance("quick") for m in manager.metrics.values()]
+    assert limits.eval_s == limits.setup_s == sum(allowances) and set(allowances) == {300.0}
+    skipping = Trial("vae", "ring8", 0, Budget.parse("60s"), "quick", metric_selection=select_metrics(
+        manager.metrics, "parzen,modes"))
+    assert trial_limits(skipping, ExecutorOptions(), manager.metrics.values()).eval_s == SETUP_ALLOWANCE_S  # 600 s
+    assert trial_limits(t_seconds, ExecutorOptions()).eval_s == SETUP_ALLOWANCE_S  # no metric known
     assert trial_limits(t_steps, ExecutorOptions()).train_s == STEP_BUDGET_TRAIN_LIMIT_S
     custom = trial_limits(t_steps, ExecutorOptions(trial_timeout=7, eval_timeout=11))
     assert (custom.train_s, custom.eval_s, custom.setup_s) == (7, 11, 11)

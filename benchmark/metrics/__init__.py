@@ -130,15 +130,54 @@ def held_out_condition(model_cls: type[GenerativeModel], dataset: Dataset, n: in
     return pool.repeat(reps, *([1] * (pool.dim() - 1)))[:n]
 
 
+# Evaluation seconds a metric may take per trial before the trial counts as hung, by profile, for a
+# metric that does not say (``Metric.allowance_s``); a trial's allowance is the sum over its metrics.
+DEFAULT_ALLOWANCE_S = {"test": 60.0, "quick": 300.0, "standard": 3600.0}
+UNKNOWN_PROFILE_ALLOWANCE_S = 600.0
+
+
 class Metric:
+    """A metric: see the module docstring.  What it owns, so that adding one edits nothing else:
+
+    * ``columns`` -- column -> direction ("higher", "lower", "none");
+    * ``headline`` -- column -> rank, for the columns a reader looks for first: terminal, CSV and
+      page put the present headline columns in rank order (lower first) before every other column;
+    * ``Settings`` -- a dataclass of the metric's own settings (its defaults are the quick
+      profile's), and ``profile_settings`` -- profile name -> the fields that differ there;
+      ``settings(profile)`` is the instance for a profile (what ``compute`` and ``estimator`` read).
+      What every metric shares (sample counts, test points) stays in :class:`genbench.profiles.Profile`;
+    * ``allowance_s`` -- profile name -> evaluation seconds it may take per trial (else
+      :data:`DEFAULT_ALLOWANCE_S`); a trial's evaluation limit is the sum over its metrics.
+    """
+
     name: ClassVar[str] = ""
     columns: ClassVar[dict[str, str]] = {}
+    headline: ClassVar[dict[str, int]] = {}
+    Settings: ClassVar[type | None] = None
+    profile_settings: ClassVar[dict[str, dict[str, Any]]] = {}
+    allowance_s: ClassVar[dict[str, float]] = {}
     needs: ClassVar[frozenset[str]] = frozenset()
     data_kinds: ClassVar[frozenset[str]] = frozenset({"image", "points"})
     dataset_needs: ClassVar[frozenset[str]] = frozenset()  # Dataset attributes that must be set
     # What a model needs, in words, for a metric whose ``applies`` decides more than ``needs`` says
     # (shown by `genbench list`; empty: the capabilities in ``needs``)
     requirement: ClassVar[str] = ""
+
+    @classmethod
+    def settings(cls, profile: Profile | str):
+        """This metric's settings under ``profile`` (a Profile or its name): ``Settings`` with the
+        profile's entry of ``profile_settings`` over its defaults; None for a metric without any.
+        In ``compute``, read them through ``ctx.settings_of(self)`` (a caller may have set others)."""
+        if cls.Settings is None:
+            return None
+        name = profile if isinstance(profile, str) else profile.name
+        return cls.Settings(**cls.profile_settings.get(name, {}))
+
+    def allowance(self, profile: str) -> float:
+        """Evaluation seconds this metric may take per trial under ``profile``."""
+        if profile in self.allowance_s:
+            return float(self.allowance_s[profile])
+        return DEFAULT_ALLOWANCE_S.get(profile, UNKNOWN_PROFILE_ALLOWANCE_S)
 
     def needs_text(self) -> str:
         """What a model needs for this metric: ``requirement``, else the capabilities in ``needs``."""
@@ -265,16 +304,25 @@ def prepare_metrics(metrics, model_cls: type[GenerativeModel], dataset: Dataset,
 class EvalContext:
     """Everything a metric may use, with shared work (samples, extractor features) done once."""
 
-    def __init__(self, model: GenerativeModel, dataset: Dataset, profile: Profile, seed: int, device):
+    def __init__(self, model: GenerativeModel, dataset: Dataset, profile: Profile, seed: int, device,
+                 settings: dict[str, Any] | None = None):
         self.model = model
         self.dataset = dataset
         self.profile = profile
+        self.settings = dict(settings or {})  # metric name -> its Settings instance, where not the profile's
         self.seed = seed
         self.device = torch.device(device)
         self.memo: dict[str, Any] = {}
         self.marks: dict[str, str] = {}  # column -> why its value is not to be read as a plain number
         self.warnings: list[str] = []  # findings about the whole row (e.g. it copies training data)
         self.seconds: dict[str, float] = {}  # metric name -> wall seconds of its compute (see ``timed``)
+
+    def settings_of(self, metric: Metric | type[Metric]):
+        """The settings ``metric`` computes with here: those given for its name when the context was
+        made (a study of the estimator, a test), else its own for the profile (``Metric.settings``)."""
+        if metric.name in self.settings:
+            return self.settings[metric.name]
+        return metric.settings(self.profile)
 
     def mark(self, column: str, reason: str) -> None:
         """Say that ``column``'s value failed its own diagnostic (shown marked, never as a plain number)."""

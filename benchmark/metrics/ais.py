@@ -65,31 +65,53 @@ class AISSettings:
             if int(getattr(self, name)) < 1:
                 raise GenbenchError(f"AIS setting {name} must be at least 1, got {getattr(self, name)}")
 
-    @classmethod
-    def from_profile(cls, profile: Profile, data_dim: int | None = None) -> AISSettings:
-        """The profile's settings for data of ``data_dim`` dimensions (:func:`scaled_steps`)."""
-        return cls(steps=scaled_steps(profile, data_dim), chains=profile.ais_chains,
-                   leapfrog=profile.ais_leapfrog, chunk_rows=profile.ais_chunk_rows)
-
     def describe(self) -> str:
         return f"T={self.steps} sigmoidal, {self.chains} chains, HMC {self.leapfrog} leapfrog"
 
 
-def scaled_steps(profile: Profile, data_dim: int | None) -> int:
-    """Intermediate distributions for ``data_dim``-dimensional data: ``ais_steps`` at the profile's
-    reference dimension ``ais_ref_dim`` and proportionally more above it.  The log-likelihood
+@dataclass(frozen=True)
+class AISProtocol:
+    """The settings of the ``ais`` metric (and of the AIS run the posterior gaps reuse); the
+    defaults are the quick profile's.  The test points are the profile's ``ais_points``, which
+    every per-point likelihood column shares."""
+
+    # More, shorter transitions beat fewer, longer ones at the same cost: on a digits VAE the BDMC gap
+    # is 4.4 nats with T=100 x 5 leapfrog and 1.7 with T=200 x 3 (16 simulated points, 4 chains).
+    steps: int = 200  # intermediate distributions (sigmoidal schedule) for data of ref_dim dimensions
+    ref_dim: int = 64  # above it the steps grow in proportion to the data dimension (scaled_steps)
+    chains: int = 4  # chains per data point
+    leapfrog: int = 3  # leapfrog steps per HMC transition
+    chunk_rows: int = 4000  # chains run as one batch (points x chains)
+    # 8 BDMC points (was 16) so that evaluating a trial costs less than its 15 s of training: AIS on a
+    # digits DCGAN took 17 s.  Its cost grows with points x chains x steps x leapfrog; fewer points
+    # leave each point's estimate as it was and widen only its standard error, where fewer chains or
+    # shorter chains bias it (measured on that DCGAN: 2 chains instead of 4 lost 1.2 nats and doubled
+    # the BDMC gap; 2 leapfrog steps instead of 3 lost 2 nats).
+    bdmc_points: int = 8  # points simulated from the model for the BDMC gap (0 = skip)
+    obs_sigma_grid: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # GANs' observation sigma
+    obs_sigma_val_points: int = 16  # validation points that choose it
+
+    def run_settings(self, data_dim: int | None = None) -> AISSettings:
+        """The chains' settings for data of ``data_dim`` dimensions (:func:`scaled_steps`)."""
+        return AISSettings(steps=scaled_steps(self, data_dim), chains=self.chains, leapfrog=self.leapfrog,
+                           chunk_rows=self.chunk_rows)
+
+
+def scaled_steps(protocol: AISProtocol, data_dim: int | None) -> int:
+    """Intermediate distributions for ``data_dim``-dimensional data: ``steps`` at the protocol's
+    reference dimension ``ref_dim`` and proportionally more above it.  The log-likelihood
     log p(x|z) is a sum over the D data dimensions, so its variance along the path -- and with it
     the variance and bias of each annealing step's log weight -- grows with D; keeping the per-step
     change (beta_t - beta_(t-1)) * log p(x|z) at the same scale needs T proportional to D (Wu et
     al. 2017 use thousands of steps for MNIST's 784)."""
-    if data_dim is None or data_dim <= profile.ais_ref_dim:
-        return profile.ais_steps
-    return math.ceil(profile.ais_steps * data_dim / profile.ais_ref_dim)
+    if data_dim is None or data_dim <= protocol.ref_dim:
+        return protocol.steps
+    return math.ceil(protocol.steps * data_dim / protocol.ref_dim)
 
 
-def describe_schedule(profile: Profile) -> str:
-    return (f"T = {profile.ais_steps} x max(1, D/{profile.ais_ref_dim}) sigmoidal steps for D data dimensions, "
-            f"{profile.ais_chains} chains, HMC {profile.ais_leapfrog} leapfrog")
+def describe_schedule(protocol: AISProtocol) -> str:
+    return (f"T = {protocol.steps} x max(1, D/{protocol.ref_dim}) sigmoidal steps for D data dimensions, "
+            f"{protocol.chains} chains, HMC {protocol.leapfrog} leapfrog")
 
 
 def sigmoid_schedule(steps: int, delta: float = SIGMOID_DELTA) -> torch.Tensor:
@@ -499,16 +521,22 @@ def chosen_obs_sigma(ctx: EvalContext) -> tuple[float | None, dict]:
     if not has_obs_sigma(ctx.model):
         return None, {}
     if "obs_sigma" not in ctx.memo:
-        val = ctx.dataset.split("val")["x"][: ctx.profile.obs_sigma_val_points].cpu()  # CPU generator below
+        protocol = ais_protocol(ctx)
+        val = ctx.dataset.split("val")["x"][: protocol.obs_sigma_val_points].cpu()  # CPU generator below
         x_val = ctx.dataset.spec.dequantize(val, generator=torch.Generator().manual_seed(4321)).to(ctx.device)
         settings = settings_for(ctx)
         with seeded(ctx.seed + 11, ctx.device), evaluating(ctx.model, no_grad=False):
-            ctx.memo["obs_sigma"] = select_obs_sigma(ctx.model, x_val, ctx.profile.obs_sigma_grid, settings)
+            ctx.memo["obs_sigma"] = select_obs_sigma(ctx.model, x_val, protocol.obs_sigma_grid, settings)
     return ctx.memo["obs_sigma"]
 
 
+def ais_protocol(ctx: EvalContext) -> AISProtocol:
+    """The ``ais`` metric's settings in this context (the posterior gaps' AIS run uses them too)."""
+    return ctx.settings_of(AISLikelihood)
+
+
 def settings_for(ctx: EvalContext) -> AISSettings:
-    return AISSettings.from_profile(ctx.profile, ctx.dataset.spec.dim)
+    return ais_protocol(ctx).run_settings(ctx.dataset.spec.dim)
 
 
 def ais_on_test(ctx: EvalContext) -> AISResult:
@@ -541,13 +569,14 @@ def iwae_on_test(ctx: EvalContext):
 
 def bdmc_on_simulated(ctx: EvalContext) -> BDMCResult | None:
     """The BDMC check on ``bdmc_points`` simulated points (memoised); None when the profile skips it."""
-    if ctx.profile.bdmc_points <= 0:
+    points = ais_protocol(ctx).bdmc_points
+    if points <= 0:
         return None
     sigma, _ = chosen_obs_sigma(ctx)
-    key = f"bdmc:{ctx.profile.bdmc_points}:{sigma}"
+    key = f"bdmc:{points}:{sigma}"
     if key not in ctx.memo:
         with seeded(ctx.seed + 13, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
-            ctx.memo[key] = bdmc(ctx.model, ctx.profile.bdmc_points, settings_for(ctx))
+            ctx.memo[key] = bdmc(ctx.model, points, settings_for(ctx))
     return ctx.memo[key]
 
 
@@ -614,12 +643,22 @@ class AISLikelihood(Metric):
     the acceptance rate and, for models with an encoder, its position relative to IWAE."""
 
     name = "ais"
+    allowance_s = {"standard": 6 * 3600.0}  # thousands of annealing / fit steps per point
     columns = {"ais": "higher", "ais_sem": "lower", "ais_bpd": "lower", "bdmc_gap": "lower"}
     # also reported: obs_sigma (the chosen sigma of a Gaussian observation model), ais_accept,
     # ais_steps, bdmc_gap_sem and, with an encoder, ais_minus_iwae (mean over the points) and its
     # standard error
     marked_with_ais = ("ais", "ais_sem", "ais_bpd")
     requirement = "decoder or latent (a decoder p(x|z) and a prior p(z))"
+    headline = {"ais_bpd": 80, "ais": 120}
+    Settings = AISProtocol
+    profile_settings = {
+        "standard": {"steps": 10_000, "ref_dim": 784, "chains": 16, "leapfrog": 10, "bdmc_points": 100,
+                     "obs_sigma_grid": (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3),
+                     "obs_sigma_val_points": 100},
+        "test": {"steps": 10, "chains": 2, "leapfrog": 2, "bdmc_points": 4, "obs_sigma_grid": (0.05, 0.1),
+                 "obs_sigma_val_points": 4},
+    }
 
     def applies(self, model_cls, dataset):
         caps = set(model_cls.capabilities)
@@ -628,11 +667,12 @@ class AISLikelihood(Metric):
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile: Profile) -> str:
-        return (f"AIS (Wu et al. 2017): {describe_schedule(profile)}, step sizes from a pilot chain per point "
+        protocol = self.settings(profile)
+        return (f"AIS (Wu et al. 2017): {describe_schedule(protocol)}, step sizes from a pilot chain per point "
                 f"adapted to accept {TARGET_ACCEPT}, on {profile.ais_points} dequantised test points; BDMC gap "
-                f"(Grosse et al. 2015) on {profile.bdmc_points} simulated points; a decoder with config.obs_sigma "
-                f"is scored under N(G(z), sigma^2 I), sigma in {list(profile.obs_sigma_grid)} chosen by AIS on "
-                f"{profile.obs_sigma_val_points} validation points (every sigma from one path of the same T annealed "
+                f"(Grosse et al. 2015) on {protocol.bdmc_points} simulated points; a decoder with config.obs_sigma "
+                f"is scored under N(G(z), sigma^2 I), sigma in {list(protocol.obs_sigma_grid)} chosen by AIS on "
+                f"{protocol.obs_sigma_val_points} validation points (every sigma from one path of the same T annealed "
                 f"toward the smallest, {SIGMA_PATH_FIRST:g} of its steps up to the largest); marked when below IWAE "
                 f"(K={profile.iwae_k}, same points) by more than max({BELOW_IWAE_Z:g} SE, {BELOW_IWAE_NATS:g} nats) "
                 f"or when the BDMC gap exceeds max({BDMC_GAP_NATS:g} nat, its SE)")

@@ -140,6 +140,7 @@ def estimator_text(profile: Profile, dataset: Dataset | None = None, features: s
 
 class SampleQuality(Metric):
     name = "sample_quality"
+    headline = {"fid": 10, "precision": 20, "recall": 30, "kid": 300, "is": 310}
     columns = {FID: "lower", IS: "higher", KID: "lower", PRECISION: "higher", RECALL: "higher",
                FID_TRAIN: "lower", KID_TRAIN: "lower", PRECISION_TRAIN: "higher", RECALL_TRAIN: "higher"}
     needs = frozenset({Capability.SAMPLE})

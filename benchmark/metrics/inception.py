@@ -160,6 +160,7 @@ def inception_extractor(path: str | os.PathLike | None = None, device="cpu") -> 
 
 class InceptionSampleQuality(Metric):
     name = "sample_quality_inception"
+    headline = {"fid_inception": 340}
     columns = {FID + SUFFIX: "lower", IS + SUFFIX: "higher", KID + SUFFIX: "lower",
                PRECISION + SUFFIX: "higher", RECALL + SUFFIX: "higher",
                FID_TRAIN + SUFFIX: "lower", KID_TRAIN + SUFFIX: "lower",

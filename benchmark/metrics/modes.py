@@ -31,6 +31,7 @@ def mode_metrics(samples: torch.Tensor, centres: torch.Tensor, std: float, min_c
 
 class Modes(Metric):
     name = "modes"
+    headline = {"modes": 40, "hq_pct": 50, "mode_kl": 90}
     columns = {"modes": "higher", "hq_pct": "higher", "mode_kl": "lower"}
     needs = frozenset({Capability.SAMPLE})
     data_kinds = frozenset({"points"})

@@ -12,6 +12,7 @@ dequantised exactly as for every other likelihood column.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -63,10 +64,20 @@ def parzen_estimate(samples: torch.Tensor, x_val: torch.Tensor, x_test: torch.Te
     return {"parzen": float(ll.mean()), "parzen_sem": sem, "parzen_sigma": float(sigma[0])}
 
 
+@dataclass(frozen=True)
+class ParzenSettings:
+    samples: int = 2000  # model samples the kernel density sits on
+    sigmas: int = 20  # size of the log grid of bandwidths, 1e-3 .. 10**0.5
+    val_points: int = 500  # validation points that choose the bandwidth
+
+
 class ParzenWindow(Metric):
     name = "parzen"
     columns = {"parzen": "higher", "parzen_sem": "lower"}  # also reported: parzen_sigma
     needs = frozenset({Capability.SAMPLE})
+    Settings = ParzenSettings
+    profile_settings = {"standard": {"samples": 10_000, "sigmas": 30, "val_points": 2000},
+                        "test": {"samples": 200, "sigmas": 8, "val_points": 100}}
 
     def applies(self, model_cls, dataset):
         if model_cls.condition_key is not None:
@@ -76,17 +87,19 @@ class ParzenWindow(Metric):
         return super().applies(model_cls, dataset)
 
     def estimator(self, profile: Profile) -> str:
+        cfg = self.settings(profile)
         return (f"Parzen window (Breuleux et al. 2011, Goodfellow et al. 2014): the classic, biased estimator; "
-                f"Gaussian kernel on {profile.parzen_samples} samples, sigma from a {profile.parzen_sigmas}-point "
+                f"Gaussian kernel on {cfg.samples} samples, sigma from a {cfg.sigmas}-point "
                 f"log grid 10^{SIGMA_RANGE[0]}..10^{SIGMA_RANGE[1]} by validation log-likelihood "
-                f"({profile.parzen_val_points} val points), mean +- s.e.m. over "
+                f"({cfg.val_points} val points), mean +- s.e.m. over "
                 f"{profile.n_likelihood_points} dequantised test points")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
-        samples = ctx.samples(ctx.profile.parzen_samples)
+        cfg = ctx.settings_of(self)
+        samples = ctx.samples(cfg.samples)
         if not torch.isfinite(samples).all():
             raise GenbenchError(f"{ctx.model.name} produced non-finite samples; the Parzen window needs finite ones")
-        val = ctx.dataset.split("val")["x"][: ctx.profile.parzen_val_points].cpu()  # CPU generator below
+        val = ctx.dataset.split("val")["x"][: cfg.val_points].cpu()  # CPU generator below
         x_val = ctx.dataset.spec.dequantize(val, generator=torch.Generator().manual_seed(4321))
         x_test = dequantized_test(ctx)
-        return parzen_estimate(samples, x_val.to(ctx.device), x_test, sigma_grid(ctx.profile.parzen_sigmas))
+        return parzen_estimate(samples, x_val.to(ctx.device), x_test, sigma_grid(cfg.sigmas))

@@ -26,6 +26,7 @@ as in Tolstikhin et al. 2018 (WAE), the quantity AAE and WAE regularise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,12 +59,7 @@ class QStarSettings:
     steps: int = 2000
     samples: int = 4
     lr: float = 5e-2  # the initial step; it shrinks at each plateau
-    chunk_rows: int = 4000  # decoder rows per step (points x samples)
-
-    @classmethod
-    def from_profile(cls, profile: Profile) -> QStarSettings:
-        return cls(steps=profile.qstar_steps, samples=profile.qstar_samples, lr=profile.qstar_lr,
-                   chunk_rows=profile.iwae_chunk_rows)
+    chunk_rows: int = 4000  # decoder rows per step (points x samples); the profile's iwae_chunk_rows in a trial
 
 
 def _decode_log_prob(model: GenerativeModel, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -271,18 +267,24 @@ class PosteriorGaps(Metric):
     """ELBO, IWAE, AIS, L[q*] and the three gaps of Cremer et al. 2018, all on the same points."""
 
     name = "posterior_gaps"
+    allowance_s = {"standard": 6 * 3600.0}  # thousands of annealing / fit steps per point
     columns = {"elbo": "higher", "iwae": "higher", "iwae_bpd": "lower", "elbo_qstar": "higher",
                "iwae_qstar": "higher", "log_px": "higher", "approx_gap": "lower", "amort_gap": "lower",
                "inference_gap": "lower"}
     needs = frozenset({Capability.LATENT})
+    headline = {"iwae_bpd": 70, "iwae": 110, "elbo": 320, "inference_gap": 325}
+    Settings = QStarSettings  # the fit of q*; AIS runs with the 'ais' metric's settings
+    profile_settings = {"standard": {"steps": 10_000, "samples": 10}, "test": {"steps": 20, "samples": 2}}
+
 
     def estimator(self, profile: Profile) -> str:
+        fit = self.settings(profile)
         return (f"Cremer et al. 2018 on {profile.ais_points} dequantised test points: ELBO L[q] and IWAE with "
                 f"K={profile.iwae_k} samples (with the weights' effective sample size); q* a diagonal Gaussian "
-                f"per point, init from the encoder, Adam from lr={profile.qstar_lr}, {profile.qstar_samples} "
+                f"per point, init from the encoder, Adam from lr={fit.lr}, {fit.samples} "
                 f"samples/step, the step shrinking x{LR_DECAY_FACTOR} {LR_DECAYS} times at windows of "
                 f"{CHECK_EVERY} steps whose gradients show no drift (norm test, {PLATEAU_Z:g} sd), converged at "
-                f"the next such window, <= {profile.qstar_steps} steps, L[q*] and IWAE(q*) with K={profile.iwae_k}; "
+                f"the next such window, <= {fit.steps} steps, L[q*] and IWAE(q*) with K={profile.iwae_k}; "
                 f"log p^(x) = max of mean IWAE(q), IWAE(q*), AIS (AIS of the 'ais' metric, same points; left out "
                 f"when its diagnostics fail)")
 
@@ -292,7 +294,7 @@ class PosteriorGaps(Metric):
         diagnosis = diagnose_ais(ctx)
         bounds = iwae_on_test(ctx)
         x = likelihood_points(ctx)
-        settings = QStarSettings.from_profile(ctx.profile)
+        settings = dataclasses.replace(ctx.settings_of(self), chunk_rows=ctx.profile.iwae_chunk_rows)
         with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
             result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais, bounds=bounds)
         result.ais_trusted = diagnosis.trusted

@@ -22,12 +22,13 @@ import torch
 from conftest import build, train_steps, trained_vae_and_points
 
 from genbench.metrics import library_threads
-from genbench.metrics.ais import AISSettings, ais_log_likelihood, select_obs_sigma
+from genbench.metrics.ais import AISLikelihood, AISSettings, ais_log_likelihood, select_obs_sigma
 from genbench.metrics.likelihood import iwae_bounds
 from genbench.profiles import get_profile
 
 QUICK = get_profile("quick")
-SIGMA_AIS = AISSettings(steps=50, chains=QUICK.ais_chains, leapfrog=QUICK.ais_leapfrog)  # the ratio is T's for any T
+QUICK_AIS = AISLikelihood.settings(QUICK)
+SIGMA_AIS = AISSettings(steps=50, chains=QUICK_AIS.chains, leapfrog=QUICK_AIS.leapfrog)  # the ratio is T's for any T
 IWAE_K, IWAE_POINTS = QUICK.iwae_k, 50
 
 
@@ -56,7 +57,7 @@ def dcgan_and_val(manager, digits):
     model = build(manager.models.get("dcgan"), digits)
     train_steps(model, digits, 30)
     model.eval().requires_grad_(False)
-    val = digits.split("val")["x"][: QUICK.obs_sigma_val_points]
+    val = digits.split("val")["x"][: QUICK_AIS.obs_sigma_val_points]
     return model, digits.spec.dequantize(val, generator=torch.Generator().manual_seed(4321))
 
 
@@ -70,7 +71,7 @@ def per_sigma_runs(model, x_val, grid, settings):
 
 def test_obs_sigma_choice_from_one_path(benchmark, dcgan_and_val):
     model, x_val = dcgan_and_val
-    grid = QUICK.obs_sigma_grid
+    grid = QUICK_AIS.obs_sigma_grid
 
     def ours():
         torch.manual_seed(0)
