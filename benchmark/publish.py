@@ -86,8 +86,6 @@ from genbench.ranking import (
     merge_marks,
     metric_directions,
     notes_text,
-    seed_marks,
-    seed_warnings,
     summary_rows,
 )
 from genbench.repro import REPRO_SUITE, render_suite
@@ -98,6 +96,8 @@ from genbench.results import (
     ci95,
     load_records,
     metric_selection,
+    record_setup,
+    summarise_seeds,
 )
 
 TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
@@ -256,24 +256,6 @@ def sort_rows(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- records -> trial rows
 
 
-def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict,
-               selection: dict | None = None) -> str:
-    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it).
-    A metric selection (``--metrics``) is part of it; scored by every metric, a row keeps the hash
-    it had before selections existed."""
-    what = {"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile, "config": config}
-    if selection:
-        what["metric_selection"] = selection
-    blob = json.dumps(what, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _record_setup(rec: dict) -> str:
-    b = rec["budget"]
-    return setup_hash(rec["model"], rec["dataset"], b["kind"], b["amount"], rec.get("profile", ""),
-                      rec.get("config") or {}, metric_selection(rec))
-
-
 def _known_config(rec: dict) -> bool:
     # a trial that died before its config was built (a crashed or hung worker) records {}
     return bool(rec.get("config")) or rec.get("status") == "reference"
@@ -294,7 +276,7 @@ def select_records(records: list[dict]) -> dict[tuple, list[dict]]:
         setups: dict[str, list[dict]] = defaultdict(list)
         for rec in recs:
             if _known_config(rec):
-                setups[_record_setup(rec)].append(rec)
+                setups[record_setup(rec)].append(rec)
         unknown = [r for r in recs if not _known_config(r)]
         if setups:
             chosen = max(setups, key=lambda h: (max(r.get("finished") or "" for r in setups[h]), h))
@@ -304,7 +286,7 @@ def select_records(records: list[dict]) -> dict[tuple, list[dict]]:
             setup = chosen
         else:
             picked = _one_per_seed(unknown)
-            setup = _record_setup(picked[0])
+            setup = record_setup(picked[0])
         out[row_key] = [(rec, setup) for rec in sorted(picked, key=lambda r: r["seed"])]
     return out
 
@@ -434,7 +416,8 @@ def _joined(rows: list[dict], column: str) -> str:
     return " | ".join(seen)
 
 
-def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict]) -> dict:
+def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict],
+              directions: dict[str, str] | None = None) -> dict:
     """The leaderboard row of one (model, budget): means and 95% intervals over the seeds that
     finished; status ok / partial / failed / reference; failed seeds with their reasons."""
     rows = sorted(rows, key=lambda r: r["seed"])
@@ -450,12 +433,11 @@ def aggregate(rows: list[dict], metrics: list[str], defaults: dict[str, dict]) -
         out[key] = ci95([r.get(key) for r in ok])[0] if ok else None
     if out["used_steps"] is not None and math.isfinite(out["used_steps"]):
         out["used_steps"] = round(out["used_steps"])  # a step count is a whole number
-    for m in metrics:
-        mean, half = ci95([r.get(m) for r in ok])
-        out[m], out[f"{m}_ci95"] = mean, half
-    marks = merge_marks(seed_marks((r["seed"], loads(r.get("marks"), {})) for r in ok),
-                        chance_marks({m: out[m] for m in metrics}))
-    found = seed_warnings((r["seed"], loads(r.get("warnings"), [])) for r in ok)
+    # the metric cells, marks and findings of the terminal leaderboard's row, by the same code
+    summary = summarise_seeds([(r["seed"], r, loads(r.get("marks"), {}), loads(r.get("warnings"), [])) for r in ok],
+                              metrics, directions)
+    out.update(summary.cells)
+    marks, found = summary.marks, summary.warnings
     out.update(notes=notes_text(marks, found), marks=dumps_marks(marks), warnings=dumps_warnings(found))
     out["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in rows if r["status"] == "failed")
     out["metric_errors"] = "; ".join(f"seed {r['seed']}: {r['metric_errors']}" for r in rows if r["metric_errors"])
@@ -711,7 +693,7 @@ def publish(runs_dir: str | Path, out_dir: str | Path = "leaderboards", suites: 
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for r in trials.rows:
             groups[row_key(r)].append(r)
-        board = board_table([aggregate(g, metrics, defaults) for g in groups.values()], metrics)
+        board = board_table([aggregate(g, metrics, defaults, facts) for g in groups.values()], metrics)
         _write_if_changed(trials_path, trials.to_csv())
         _write_if_changed(board_path, board.to_csv())
         result.boards[(suite, dataset)], result.trials[(suite, dataset)] = board, trials

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -153,7 +155,6 @@ def record_path(runs_dir: Path, suite: str, trial_id: str) -> Path:
 def unsaved_dir(runs_dir: Path, suite: str) -> Path:
     """Where a record that could not be written into the runs folder is kept until the next run of
     the suite moves it there: ``<system temp>/genbench-unsaved/<runs folder hash>/<suite>/``."""
-    import hashlib
     import tempfile
 
     digest = hashlib.sha256(str(Path(runs_dir).resolve()).encode()).hexdigest()[:12]
@@ -337,6 +338,59 @@ def model_budget_groups(records: list[dict]) -> list[tuple[str, list[dict]]]:
             for model, kind, amount in sorted(keys, key=lambda k: (k[0] == REFERENCE_MODEL, k[1], k[2], k[0]))]
 
 
+def setup_hash(model: str, dataset: str, kind: str, amount: float, profile: str, config: dict,
+               selection: dict | None = None) -> str:
+    """Hash of what makes a row: the trial key without the seed (so every seed of a row shares it).
+    A metric selection (``--metrics``) is part of it; scored by every metric, a row keeps the hash
+    it had before selections existed."""
+    what = {"model": model, "dataset": dataset, "budget": [kind, float(amount)], "profile": profile, "config": config}
+    if selection:
+        what["metric_selection"] = selection
+    blob = json.dumps(what, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def record_setup(rec: dict) -> str:
+    """The setup hash of a trial record: the hash every seed of its leaderboard row shares."""
+    b = rec["budget"]
+    return setup_hash(rec["model"], rec["dataset"], b["kind"], b["amount"], rec.get("profile", ""),
+                      rec.get("config") or {}, metric_selection(rec))
+
+
+
+@dataclass
+class SeedSummary:
+    """One leaderboard row's metric cells from its finished seeds (:func:`summarise_seeds`): what
+    the terminal table (:func:`leaderboard`) and the published CSV (``genbench.publish.aggregate``)
+    both show, computed once, by this code."""
+
+    cells: dict[str, float]  # each metric's mean and, as "<metric>_ci95", its interval's half-width
+    values: dict[str, list[float]]  # each metric's finite per-seed values (what significance tests use)
+    marks: dict[str, str]  # column -> why its value is not a plain number (the seeds' own, chance levels)
+    warnings: list[str]  # findings about the whole row, with the seeds they were made on
+    coverage: list[str]  # "<metric>: 2/3 seeds" where the mean covers fewer seeds than finished
+
+
+def summarise_seeds(seeds: list[tuple[int, dict, dict | None, list | None]], metrics: list[str],
+                    directions: dict[str, str] | None = None) -> SeedSummary:
+    """The metric cells of one row from its finished ``seeds``, each ``(seed, metric values,
+    marks, warnings)`` as the trial recorded them; ``directions`` decides which side of a chance
+    level is bad."""
+    from genbench.ranking import chance_marks, finite, merge_marks, seed_marks, seed_warnings
+
+    cells, values, coverage = {}, {}, []
+    for m in metrics:
+        per_seed = [vals.get(m) for _, vals, _, _ in seeds]
+        cells[m], cells[f"{m}_ci95"] = ci95(per_seed)
+        values[m] = finite(per_seed)
+        if 0 < len(values[m]) < len(seeds):  # the mean covers fewer seeds than the seeds column says
+            coverage.append(f"{m}: {len(values[m])}/{len(seeds)} seeds")
+    marks = merge_marks(seed_marks((seed, m) for seed, _, m, _ in seeds),
+                        chance_marks({m: cells[m] for m in metrics}, directions))
+    found = seed_warnings((seed, w) for seed, _, _, w in seeds)
+    return SeedSummary(cells, values, marks, found, coverage)
+
+
 def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per model on ``dataset``: metric means with 95% intervals over seeds, status,
     budget and its use (steps as the rounded mean: a step count is a whole number), estimator and
@@ -345,18 +399,7 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
 
     ``df.attrs["bold"]`` maps each metric column to the row positions that are bold by the rules of
     :func:`genbench.ranking.bold_cells` under ``directions`` (column -> "higher" | "lower" | "none")."""
-    from genbench.ranking import (
-        Entry,
-        bold_cells,
-        chance_marks,
-        dumps_marks,
-        dumps_warnings,
-        finite,
-        merge_marks,
-        notes_text,
-        seed_marks,
-        seed_warnings,
-    )
+    from genbench.ranking import Entry, bold_cells, dumps_marks, dumps_warnings, notes_text
 
     recs = [r for r in records if r["dataset"] == dataset]
     cols = metric_columns(recs)
@@ -380,33 +423,26 @@ def leaderboard(records: list[dict], dataset: str, directions: dict[str, str] | 
         if ok and math.isfinite(row["used_steps"]):
             row["used_steps"] = round(row["used_steps"])
         row["device"] = first.get("device", "")
-        gaps = []
-        values = {}
-        for c in cols:
-            seeds = [r["metrics"].get(c) for r in ok]
-            mean, half = ci95(seeds)
-            row[c], row[f"{c}_ci95"] = mean, half
-            values[c] = finite(seeds)
-            if 0 < len(values[c]) < len(ok):  # the mean covers fewer seeds than the seeds column says
-                gaps.append(f"{c}: {len(values[c])}/{len(ok)} seeds")
+        summary = summarise_seeds([(r["seed"], r["metrics"], r.get("marks"), r.get("warnings")) for r in ok],
+                                  cols, directions)
+        row.update(summary.cells)
+        gaps = list(summary.coverage)
         for r in ok:
             errors = sorted(r.get("metric_errors", {}).items())
             gaps.extend(f"{m} failed (seed {r['seed']}): {err}" for m, err in errors)
         if superseded:
             gaps.append(f"{superseded} older trial(s) with another config, profile or metric selection left out")
-        marks = merge_marks(seed_marks((r["seed"], r.get("marks")) for r in ok),
-                            chance_marks({c: row[c] for c in cols}, directions))
-        found = seed_warnings((r["seed"], r.get("warnings")) for r in ok)
+        marks, found = summary.marks, summary.warnings
         row["notes"] = notes_text(marks, found, gaps)
         row["marks"], row["warnings"] = dumps_marks(marks), dumps_warnings(found)
-        entries.append(Entry(values, marks, found, contender=model != REFERENCE_MODEL and bool(ok)
+        entries.append(Entry(summary.values, marks, found, contender=model != REFERENCE_MODEL and bool(ok)
                              and first["status"] != "reference"))
         row["reason"] = "; ".join(f"seed {r['seed']}: {r['reason']}" for r in group if r["status"] == "failed")
         row["empty_cells"] = "; ".join(f"{m}: {why}" for m, why in sorted(first.get("not_applicable", {}).items()))
         row["estimators"] = json.dumps(first.get("estimators", {}), sort_keys=True)
         row["extractor"] = first.get("extractor") or ""
         row["profile"] = first.get("profile", "")
-        row["config_hash"] = first.get("config_hash", "")
+        row["config_hash"] = record_setup(first)  # the row's setup (every seed's); records keep each trial's key
         row["genbench_version"] = first["versions"]["genbench"]
         row["torch_version"] = first["versions"]["torch"]
         rows.append(row)

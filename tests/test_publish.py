@@ -433,3 +433,40 @@ def test_publish_from_the_command_line(runs, tmp_path):
     assert main(["publish", "--runs-dir", str(runs), "--suite", "nope", "--out", str(tmp_path / "x")]) == 2
     assert main(["publish", "--runs-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_the_terminal_leaderboard_and_the_published_csv_agree_cell_for_cell(tmp_path, capsys):
+    """`genbench leaderboard` and `genbench publish` build each row's metric cells, marks and
+    findings with the same code (results.summarise_seeds): every cell they both have is equal."""
+    import csv
+    import math
+
+    from genbench.cli import main
+
+    runs, out = tmp_path / "runs", tmp_path / "boards"
+    assert main(["run", "--model", "vae", "--model", "gan", "--dataset", "ring8", "--budget", "20steps",
+                 "--seeds", "2", "--profile", "test", "--executor", "inline", "--runs-dir", str(runs)]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "--runs-dir", str(runs), "--suite", "test", "--json"]) == 0
+    terminal = {r["model"]: r for r in json.loads(capsys.readouterr().out)["ring8"]}
+    assert main(["publish", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    with open(out / "test" / "ring8.csv", newline="") as f:
+        published = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(terminal) == set(published) == {"vae", "gan"}  # ring8 has no image reference row
+    compared = 0
+    for model, row in published.items():
+        mine = terminal[model]
+        assert mine["seeds"] == f"{row['seeds_ok']}/{row['seeds']}" and mine["status"] == row["status"]
+        for column in set(row) & set(mine):
+            if column in ("seeds", "notes", "estimators", "date", "command", "samples", "empty_cells"):
+                continue  # the CSV's own formats and provenance (notes: the terminal adds seed coverage)
+            theirs, ours = row[column], mine[column]
+            if isinstance(ours, float) or isinstance(ours, int) and not isinstance(ours, bool):
+                if theirs == "" or ours is None:
+                    assert theirs == "" and (ours is None or math.isnan(ours)), (model, column, theirs, ours)
+                else:
+                    assert float(theirs) == pytest.approx(ours, rel=1e-9), (model, column)
+            else:
+                assert (theirs or None) == (ours or None), (model, column, theirs, ours)
+            compared += 1
+    assert compared > 60  # metric means, their intervals, steps, marks and findings of every row
