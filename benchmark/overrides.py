@@ -45,14 +45,6 @@ def field_types(config_cls: type) -> dict[str, object]:
     return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(config_cls)}
 
 
-def is_plain_instance(value, annotation) -> bool:
-    """Whether ``value`` is of the plain class ``annotation`` (``int``, ``float``, ...; a bool is
-    not an int here); False for generic or union annotations."""
-    if not isinstance(annotation, type) or typing.get_origin(annotation) is not None:
-        return False
-    return isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool))
-
-
 def _parts(annotation) -> tuple[object, tuple]:
     """The origin and arguments of an annotation, ``int | None`` and ``Optional[int]`` alike."""
     origin = typing.get_origin(annotation)

@@ -10,8 +10,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RECORD_SCHEMA = 2  # 2: held-out sample quality, model selection, CPU-time budgets
 REFERENCE_MODEL = "real-heldout"  # the reference row: held-out real data scored like a model
@@ -212,10 +214,9 @@ def load_records(runs_dir: Path, suite: str | None = None) -> list[dict]:
     for path in sorted(runs_dir.glob(pattern)):
         try:
             rec = json.loads(path.read_text())
-            if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
-                raise ValueError("not a genbench trial record")
+            lines = set_aside_invalid_metrics(rec) if isinstance(rec, dict) else []
             check_record(rec)
-            for line in set_aside_invalid_metrics(rec):
+            for line in lines:
                 _warn_once(path, f"{path}: {line}")
         except (OSError, ValueError) as exc:
             _warn_once(path, f"skipping {path}: {exc}. Delete or move the file if it is not a genbench record.")
@@ -241,31 +242,67 @@ def _warn_once(path: Path, text: str) -> None:
         warnings.warn(text, stacklevel=3)
 
 # the keys every reader of a record relies on, with their types
-RECORD_KEYS = {"model": str, "dataset": str, "seed": int, "status": str, "trial_id": str, "budget": dict}
+class RecordBudget(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    kind: str
+    amount: float
+    text: str = ""
 
 
-def check_record(rec: dict) -> None:
-    """ValueError naming the first key a reader would trip over: a missing or mistyped key, a
-    budget without kind and amount, or a metric that is not a number (null stands for a value
-    that was measured but not finite)."""
-    for key, kind in RECORD_KEYS.items():
-        if key not in rec:
-            raise ValueError(f"the record has no {key!r}")
-        if not isinstance(rec[key], kind) or isinstance(rec[key], bool):
-            raise ValueError(f"{key!r} is {type(rec[key]).__name__} {rec[key]!r}, not {kind.__name__}")
-    budget = rec["budget"]
-    if not isinstance(budget.get("kind"), str) or isinstance(budget.get("amount"), bool) \
-            or not isinstance(budget.get("amount"), int | float):
-        raise ValueError(f"'budget' {budget!r} needs a kind and a numeric amount")
-    metrics = rec.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        raise ValueError(f"'metrics' is {type(metrics).__name__}, not a table of numbers")
+class TrialRecord(BaseModel):
+    """What every reader of a trial record relies on, checked when a record is read
+    (:func:`check_record`): a record that is not one (another tool's JSON, an older genbench's)
+    is one clear line naming the first field that is wrong, and the other records are read on.
+    Keys beyond these (config, timings, estimators, ...) are kept as written."""
+
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
+
+    record_schema: int = Field(alias="schema")
+    trial_id: str
+    model: str
+    dataset: str
+    seed: int
+    status: Literal["ok", "failed", "reference"]
+    budget: RecordBudget
+    metrics: dict[str, float | None] = {}  # null: measured, not finite
+    marks: dict[str, str] = {}
+    warnings: list[str] = []
+    finished: str | None = None
+
+    @field_validator("record_schema")
+    @classmethod
+    def _this_schema(cls, value: int) -> int:
+        if value != RECORD_SCHEMA:
+            raise ValueError(f"written by another genbench (record schema {value}, this one reads {RECORD_SCHEMA})")
+        return value
+
+
+def check_record(rec) -> None:
+    """ValueError with one line naming the first field of ``rec`` a reader would trip over (see
+    :class:`TrialRecord`); metric values that are not numbers are set aside before this
+    (:func:`set_aside_invalid_metrics`)."""
+    if not isinstance(rec, dict) or "schema" not in rec:
+        raise ValueError("not a genbench trial record")
+    try:
+        TrialRecord.model_validate(rec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the record"
+        where = "schema" if where == "record_schema" else where
+        if first["type"] == "missing":
+            raise ValueError(f"the record has no {where!r}") from None
+        value = first.get("input")
+        why = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"].lower()
+        raise ValueError(f"{where!r} is {type(value).__name__} {value!r}: {why}") from None
 
 
 def set_aside_invalid_metrics(rec: dict) -> list[str]:
     """Metric values that are not numbers (null stands for a measured, non-finite value) moved from
     ``metrics`` to ``invalid_metrics``, so every reader sees numbers only; one line per value."""
     metrics = rec.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        return []  # not a table at all: check_record says so
     bad = {k: v for k, v in metrics.items()
            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))}
     if bad:

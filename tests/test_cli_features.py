@@ -117,6 +117,34 @@ def test_set_value_typed_by_annotation_passes_the_suite_check_when_the_default_h
         check_overrides(Scaled, {"scale": "big"}, "suite file")
 
 
+@pytest.mark.parametrize("field, value, ok", [
+    ("hidden", 2.5, False), ("hidden", True, False), ("hidden", "200", False), ("hidden", 200, True),
+    ("lr", "3e-4", False), ("lr", 3, True),
+    ("width", "8", False), ("width", None, True), ("width", 8, True),  # a None default no longer takes anything
+    ("widths", [8, 16], True), ("widths", [8, "x"], False),  # a TOML list for a tuple field
+])
+def test_suite_file_values_are_checked_against_the_annotation_by_pydantic(field, value, ok):
+    from genbench.model import GenerativeModel
+    from genbench.suite import check_overrides
+
+    @dataclass
+    class Cfg:
+        hidden: int = 400
+        lr: float = 1e-3
+        width: int | None = None
+        widths: tuple[int, ...] = (8,)
+
+    class Typed(GenerativeModel):
+        name = "typed"
+        Config = Cfg
+
+    if ok:
+        check_overrides(Typed, {field: value}, "suite file")
+    else:
+        with pytest.raises(GenbenchError, match=f"suite file: typed.{field} expects .* got "):
+            check_overrides(Typed, {field: value}, "suite file")
+
+
 # ----------------------------------------------------------------------------- --set: into the trial
 
 

@@ -484,8 +484,10 @@ def test_publish_drops_rows_no_record_backs_and_reports_non_numeric_metrics(old_
 
 @pytest.mark.parametrize("damage, words", [
     (lambda r: r.pop("dataset"), "has no 'dataset'"),
-    (lambda r: r.update(seed="0"), "'seed' is str"),
-    (lambda r: r.update(budget={"kind": "steps"}), "numeric amount"),
+    (lambda r: r.update(seed="0"), "'seed' is str '0': input should be a valid integer"),
+    (lambda r: r.update(budget={"kind": "steps"}), "has no 'budget.amount'"),
+    (lambda r: r.update(status="done"), "'status' is str 'done': input should be 'ok', 'failed' or 'reference'"),
+    (lambda r: r.update(schema=1), "written by another genbench \\(record schema 1, this one reads 2\\)"),
 ])
 def test_a_record_with_missing_keys_or_wrong_types_is_skipped_with_one_line(tmp_path, damage, words, capsys,
                                                                            monkeypatch):
