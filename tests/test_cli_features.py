@@ -17,7 +17,7 @@ from genbench.cli import _parser, main
 from genbench.errors import GenbenchError
 from genbench.manager import PluginManager
 from genbench.overrides import field_types, parse_sets, parse_value
-from genbench.publish import reproduce_command
+from genbench.publish.rows import reproduce_command
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_set_is_the_same_trial_as_a_suite_file_override_and_wins_over_it(set_run
 
 
 def test_published_command_reproduces_the_override_with_set_flags(set_runs, manager):
-    from genbench.publish import trial_row
+    from genbench.publish.rows import trial_row
 
     defaults = {"vae": {"latent_dim": 0, "hidden": 400, "lr": 1e-3, "batch_size": 100, "kl_warmup": 0.0,
                         "min_log_scale": -6.0}}

@@ -538,7 +538,7 @@ def test_publishing_into_a_file_or_an_unwritable_folder_is_one_line(tmp_path, mo
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out"))
 
-    monkeypatch.setattr(publish_mod, "_write_if_changed", read_only)
+    monkeypatch.setattr(publish_mod, "write_if_changed", read_only)
     assert main(["publish", "--runs-dir", str(runs), "--out", str(tmp_path / "out")]) == 2
     out = flat(capsys.readouterr().out)
     assert "read-onlyfilesystem" in out and "run`genbenchpublish`again" in out and "Traceback" not in out

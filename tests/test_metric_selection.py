@@ -118,7 +118,7 @@ def test_reproduction_suite_refuses_a_selection(tmp_path, capsys):
 
 
 def test_published_rows_tell_selections_apart_and_reproduce_them():
-    from genbench.publish import reproduce_command
+    from genbench.publish.rows import reproduce_command
     from genbench.results import setup_hash
 
     every = setup_hash("vae", "ring8", "steps", 20, "test", {})

@@ -21,22 +21,10 @@ import torch
 import genbench
 from genbench.cli import _parser, main
 from genbench.errors import GenbenchError
-from genbench.publish import (
-    BOOL,
-    FLOAT,
-    FORMULA_START,
-    INT,
-    TEXT,
-    best_values,
-    bold_rows,
-    format_cell,
-    merge_trials,
-    parse_cell,
-    publish,
-    seed_values,
-    split_extractor,
-    unescape_text,
-)
+from genbench.publish import publish
+from genbench.publish.render import best_values, bold_rows, seed_values
+from genbench.publish.rows import merge_trials, split_extractor
+from genbench.publish.table import BOOL, FLOAT, FORMULA_START, INT, TEXT, format_cell, parse_cell, unescape_text
 from genbench.ranking import metric_directions
 from genbench.results import git_commit, load_records
 

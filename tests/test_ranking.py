@@ -18,7 +18,8 @@ from genbench.cli import show_leaderboard
 from genbench.datasets import Dataset
 from genbench.grids import MIN_SIDE, grid_image, save_samples, upscale
 from genbench.model import Capability, DataSpec, GenerativeModel
-from genbench.publish import markdown_table, publish, render
+from genbench.publish import publish
+from genbench.publish.render import markdown_table, render
 from genbench.ranking import (
     MARK,
     ColumnFacts,
@@ -320,7 +321,7 @@ def test_points_show_data_and_samples_side_by_side(tmp_path, ring8):
 
 
 def test_fid_budget_curves_use_log_axes():
-    from genbench.publish import _geometric, _log_y
+    from genbench.publish.plots import _geometric, _log_y
 
     assert _geometric([10, 30, 90]) and not _geometric([10, 20, 30]) and not _geometric([2, 4])
     assert _log_y("fid", [20.0, 30.0]) and not _log_y("hq_pct", [20.0, 30.0]) and _log_y("x", [1.0, 50.0])
