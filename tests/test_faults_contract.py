@@ -373,7 +373,7 @@ def _alive(pid: int) -> bool:
 def test_each_trial_on_a_worker_starts_clean(tmp_path, monkeypatch):
     """Two trials that take 64 threads on one worker: neither finds them taken; a child process a
     trial leaves behind is ended with it; a log past its cap is rotated; failures name their cause."""
-    from genbench import executors
+    from genbench.executors import local as executors  # the pool hands its workers the log limits
 
     monkeypatch.setattr(executors, "LOG_CAP_BYTES", 300_000)
     monkeypatch.setattr(executors, "LOG_TAIL_BYTES", 50_000)

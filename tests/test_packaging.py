@@ -1,7 +1,8 @@
 """The package lists every subpackage, so a wheel (not only an editable install) holds all of it."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,4 +15,5 @@ def test_every_subpackage_is_in_the_wheel():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([name, *rel.parts]))
-    assert found == listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}; gone: {sorted(listed - found)}"
+    missing, gone = sorted(found - listed), sorted(listed - found)
+    assert found == listed, f"add to [tool.setuptools] packages: {missing}; no longer there: {gone}"

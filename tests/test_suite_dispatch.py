@@ -5,7 +5,7 @@ import collections
 from types import SimpleNamespace
 
 from genbench.budget import Budget
-from genbench.executors import _next_free
+from genbench.executors.local import _next_free
 from genbench.manager import PluginManager
 from genbench.suite import dispatch_order
 

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from genbench.budget import Budget
-from genbench.executors import WALL_BACKSTOP, ExecutorOptions, _Worker, process_cpu_seconds, trial_limits
+from genbench.executors import WALL_BACKSTOP, ExecutorOptions, process_cpu_seconds, trial_limits
+from genbench.executors.local import _Worker
 from genbench.runner import Trial
 
 
@@ -51,7 +52,7 @@ def test_overdue_by_cpu_time_not_by_a_stretched_wall_clock():
 
 
 def test_workers_get_cores_of_their_own_only_where_their_threads_fit(monkeypatch):
-    from genbench.executors import worker_cores
+    from genbench.executors.worker import worker_cores
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     two = ExecutorOptions(workers=2, device="cpu").validate()
@@ -64,7 +65,7 @@ def test_workers_get_cores_of_their_own_only_where_their_threads_fit(monkeypatch
 
 def test_a_worker_runs_on_the_core_it_was_given(tmp_path):
     """The pinning and the longer time slices are applied inside the worker and said in its log."""
-    from genbench.executors import worker_cores
+    from genbench.executors.worker import worker_cores
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this system")
