@@ -1,19 +1,5 @@
-"""Suites: the list of trials behind `genbench run`, run with resume and rich progress.
-
-A suite folder ``<runs>/<suite>/`` holds one record per trial (``trials/*.json``), the sample grids,
-the checkpoints of trials in progress, the worker logs, the leaderboard CSVs and, with
-``--keep-weights``, each finished trial's weights (:mod:`genbench.weights`).  Running the same
-command again skips every trial whose record says "ok" for the same config hash and runs the rest
-again, failed ones included (a failure may have been the machine's, not the model's; ``--rerun``
-runs everything).  Every file is written through a temp file and a rename, and one runner at a time
-holds the folder's lock, so a run interrupted at any moment -- Ctrl-C or SIGKILL -- loses no
-finished trial and leaves no half-written file.
-
-A write that fails (a full disk, a folder in the way, no permission) loses no result either: the
-record goes to a fallback file in the system temp folder (:func:`genbench.results.unsaved_dir`),
-the run says so in one line and goes on with the other trials, and the next run of the suite moves
-the record into place.  A suite folder that cannot be written at all still shows what it holds:
-`genbench run` with every trial finished writes nothing.
+"""Running a suite: resume (finished trials skipped, failed ones retried), the reference rows, the
+longest trials first, rich progress, records saved where they can be, and the leaderboards.
 """
 
 from __future__ import annotations
@@ -21,8 +7,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
-import re
 import sys
 import threading
 import time
@@ -31,13 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from genbench.budget import Budget
 from genbench.checkpoint import checkpoint_path, remove_checkpoint
 from genbench.datasets import Dataset
 from genbench.errors import GenbenchError
 from genbench.executors import ExecutorOptions, Fault, TrialJob, make_executor, trial_limits
 from genbench.manager import PluginManager
-from genbench.metrics import EVERY_METRIC, MetricSelection
 from genbench.profiles import get_profile
 from genbench.reference import reference_record
 from genbench.results import (
@@ -50,97 +32,8 @@ from genbench.results import (
     write_leaderboards,
 )
 from genbench.runner import Trial, base_record, resolve_device, store_record
-
-
-def default_datasets(manager: PluginManager) -> list[str]:
-    """What `--all` runs on: every registered dataset marked for the default suite."""
-    return [name for name in manager.datasets if manager.datasets.get(name).in_default_suite]
-
-
-def runs_by_default(model_cls, spec) -> bool:
-    """Under `--all`, a task dataset (one with extra batch keys: captions, domains, patches) is for
-    the families that need those keys; plain samplers run on the base datasets only."""
-    if not model_cls.applies_to(spec)[0]:
-        return False
-    return not spec.extras or bool(model_cls.requires & set(spec.extras))
-
-
-def check_overrides(model_cls, overrides: dict, where: str) -> None:
-    """Config overrides name fields of the family's config and are values of each field's annotated
-    type, checked by pydantic in strict mode: ``scale: float = 1`` takes 0.5 and 1, ``lr: float``
-    refuses "3e-4" (a string) and ``hidden: int`` refuses 2.5 and true; ``width: int | None = None``
-    takes 8 or none but not "8".  A suite file has no tuples: a list stands for a tuple field."""
-    import dataclasses
-    import typing
-
-    from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
-
-    from genbench.overrides import field_types
-
-    if not isinstance(overrides, dict):
-        raise GenbenchError(f"{where}: the config of {model_cls.name!r} must be a table of field = value, "
-                            f"got {type(overrides).__name__}")
-    model_cls.make_config(overrides)  # unknown fields list the known ones
-    annotations = field_types(model_cls.Config)
-    defaults = model_cls.make_config({})
-    for name, value in overrides.items():
-        annotation = annotations[name]
-        if isinstance(value, list) and tuple in {typing.get_origin(annotation), annotation}:
-            value = tuple(value)
-        try:
-            TypeAdapter(annotation).validate_python(value, strict=True)
-        except (PydanticSchemaGenerationError, TypeError, NameError):
-            continue  # an annotation pydantic cannot check (a module, a forward reference): the family checks it
-        except ValidationError as exc:
-            field = next(f for f in dataclasses.fields(model_cls.Config) if f.name == name)
-            why = exc.errors()[0]["msg"].lower()
-            raise GenbenchError(f"{where}: {model_cls.name}.{name} expects {field.type} (default "
-                                f"{getattr(defaults, name)!r}), got {type(value).__name__} {value!r}: {why}") from None
-
-
-def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list[str] | None, budget: Budget,
-                seeds: int, profile: str, run_all: bool = False, config: dict | None = None,
-                metrics: MetricSelection | None = None) -> list[Trial]:
-    """Every (model, dataset, seed) asked for.  ``--all`` = every registered model on every default
-    dataset it applies to (see ``runs_by_default``); otherwise the named models on the named
-    datasets (a named pair that does not apply is an error that says why).  ``config`` maps a model
-    name to overrides of its family's config; ``metrics`` is the metric selection of every trial
-    (:func:`genbench.metrics.select_metrics`; default: every metric)."""
-    get_profile(profile)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise GenbenchError(f"seeds must be a whole number of at least 1, got {seeds!r}")
-    model_names = list(manager.models) if (run_all and not models) else list(models or [])
-    if not model_names:
-        raise GenbenchError("nothing to run: name models with --model NAME (see `genbench list`) or use --all")
-    for m in model_names:
-        manager.models.get(m)  # unknown names list the known ones
-    config = dict(config or {})
-    for m, overrides in config.items():
-        if m not in model_names:
-            raise GenbenchError(f"config given for model {m!r}, which is not in this suite "
-                                f"(models: {', '.join(model_names)}); config is a table per model: [config.vae]")
-        check_overrides(manager.models.get(m), overrides, "config")
-    ds_names = list(datasets) if datasets else default_datasets(manager)
-    for d in ds_names:
-        manager.datasets.get(d)
-    trials = []
-    for m in model_names:
-        cls = manager.models.get(m)
-        if datasets and not run_all:
-            for d in ds_names:
-                ok, why = cls.applies_to(manager.datasets.get(d).spec)
-                if not ok:
-                    raise GenbenchError(f"model {m!r} does not apply to dataset {d!r}: {why}")
-            chosen = ds_names
-        else:
-            chosen = [d for d in ds_names if runs_by_default(cls, manager.datasets.get(d).spec)]
-        for d in chosen:
-            for s in range(seeds):
-                trials.append(Trial(m, d, s, budget, profile, dict(config.get(m, {})),
-                                    metrics or EVERY_METRIC))
-    if not trials:
-        raise GenbenchError(f"no model among {model_names} applies to datasets {ds_names}")
-    return trials
+from genbench.suite.files import check_suite_name
+from genbench.suite.lock import clean_leftovers, lock_suite, read_only_lock, unwritable
 
 
 class DatasetCache:
@@ -355,97 +248,6 @@ def _report_unsaved(runs_dir: Path, suite: str, unsaved: list[tuple[dict, str]],
         if line:
             _say(console, line)
 
-
-class _ReadOnlyLock:
-    """The lock of a suite folder that cannot be written: held in shared mode on the lock file if
-    there is one (a run writing the folder holds it exclusively), nothing otherwise."""
-
-    def __init__(self, reason: str, fh=None):
-        self.read_only, self.fh = reason, fh
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
-def unwritable(*folders: Path) -> str | None:
-    """Why one of ``folders`` cannot take new files (None: all can)."""
-    import errno
-
-    for folder in folders:
-        if not os.access(folder, os.W_OK | os.X_OK):
-            read_only_fs = getattr(os, "statvfs", None) and os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1)
-            code = errno.EROFS if read_only_fs else errno.EACCES
-            return write_error(OSError(code, os.strerror(code)), folder / "-")
-    return None
-
-
-def read_only_lock(out_dir: Path, reason: str) -> _ReadOnlyLock:
-    try:
-        fh = open(out_dir / ".genbench.lock")
-    except OSError:
-        return _ReadOnlyLock(reason)
-    try:
-        import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except ImportError:
-        pass
-    except OSError:
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise GenbenchError(f"suite folder {out_dir} is in use by another genbench run ({holder}); wait for it to "
-                            "finish or choose another --suite or --runs-dir") from None
-    return _ReadOnlyLock(reason, fh)
-
-
-def lock_suite(out_dir: Path):
-    """Hold an exclusive lock on the suite folder for this run: two runners writing the same suite
-    would run trials twice and race on checkpoints.  The system drops the lock when the process
-    ends, however it ends."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(out_dir / ".genbench.lock", "a+")
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform: run unguarded
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise GenbenchError(f"suite folder {out_dir} is in use by another genbench run ({holder}); wait for it to "
-                            "finish or choose another --suite or --runs-dir") from None
-    fh.truncate(0)
-    fh.write(f"pid {os.getpid()}")
-    fh.flush()
-    return fh
-
-
-def clean_leftovers(out_dir: Path) -> None:
-    """Delete temp files that a killed run left half-written (their writer's process is gone)."""
-    for folder in ("trials", "checkpoints", "samples", "."):
-        for tmp in (out_dir / folder).glob(".*.tmp*"):
-            pid = tmp.name.rsplit(".tmp", 1)[-1]
-            if pid.isdigit() and _alive(int(pid)):
-                continue
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass  # a leftover that cannot be removed is only space: it is never read
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reference_rows(manager, trials, data, suite, device, out_dir, console, records) -> None:
     profile_names = sorted({t.profile for t in trials})
     for ds_name in sorted({t.dataset for t in trials}):
@@ -548,75 +350,3 @@ def summary(records: list[dict]) -> str:
         lines.append(f"  {r['trial_id']}: {r['reason']}")
     return "\n".join(lines)
 
-
-SUITE_KEYS = {
-    "name": "suite name: the folder under the runs dir (default: the profile)",
-    "models": "list of model names",
-    "datasets": "list of dataset names",
-    "budget": 'budget string such as "30s", "2000steps" or "1e12flop"',
-    "seeds": "number of seeds (whole number >= 1)",
-    "profile": "evaluation profile name",
-    "config": "a table per model of config overrides, e.g. [config.vae] hidden = 200",
-}
-SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def check_suite_name(name, where: str = "--suite") -> str:
-    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
-        raise GenbenchError(f"{where}: suite name {name!r} must be a folder name of letters, digits, '.', '_' "
-                            "and '-' (no path separators), e.g. quick-2024")
-    return name
-
-
-def load_suite_file(path: str) -> dict:
-    """A TOML suite file: keys name, models, datasets, budget, seeds, profile, config (per model).
-    Every key and type is checked; an error names the file, the key and what it should be."""
-    import tomllib
-
-    from genbench.profiles import PROFILES
-
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise GenbenchError(f"suite file {path!r} not found; give the path of a TOML file "
-                            "(keys: " + ", ".join(SUITE_KEYS) + ")") from None
-    except IsADirectoryError:
-        raise GenbenchError(f"suite file {path!r} is a folder; give the path of a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GenbenchError(f"suite file {path!r} is not valid TOML: {exc}") from None
-    unknown = set(data) - set(SUITE_KEYS)
-    if unknown:
-        raise GenbenchError(f"suite file {path!r}: unknown keys {sorted(unknown)}; allowed: {sorted(SUITE_KEYS)}")
-
-    def bad(key, value):
-        return GenbenchError(f"suite file {path!r}: {key} must be a {SUITE_KEYS[key]}, "
-                             f"got {type(value).__name__} {value!r}")
-
-    for key in ("models", "datasets"):
-        if key in data:
-            value = data[key]
-            if isinstance(value, str):
-                data[key] = [value]
-            elif not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-                raise bad(key, value)
-    if "budget" in data:
-        if not isinstance(data["budget"], str):
-            raise bad("budget", data["budget"])
-        try:
-            Budget.parse(data["budget"])
-        except GenbenchError as exc:
-            raise GenbenchError(f"suite file {path!r}: {exc}") from None
-    if "seeds" in data and (isinstance(data["seeds"], bool) or not isinstance(data["seeds"], int)
-                            or data["seeds"] < 1):
-        raise bad("seeds", data["seeds"])
-    if "profile" in data and (not isinstance(data["profile"], str) or data["profile"] not in PROFILES):
-        raise GenbenchError(f"suite file {path!r}: profile must be one of {', '.join(PROFILES)}, "
-                            f"got {data['profile']!r}")
-    if "name" in data:
-        check_suite_name(data["name"], f"suite file {path!r}: name")
-    if "config" in data:
-        cfg = data["config"]
-        if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
-            raise bad("config", cfg)
-    return json.loads(json.dumps(data))
