@@ -9,7 +9,7 @@ import torch
 from conftest import MNIST_RAW, build, train_steps
 from torch import nn
 
-import genbench_plugins.text2image as t2i_mod
+import genbench_plugins.text2image.metric as t2i_metric
 from genbench.datasets import MNIST_SPEC
 from genbench.errors import GenbenchError
 from genbench.features import Extractor
@@ -335,7 +335,7 @@ class ScriptedCaptioner(Text2ImageGAN):
 
 
 def test_caption_agreement_on_a_scripted_generator(captions, monkeypatch):
-    monkeypatch.setattr(t2i_mod, "domain_extractor", lambda dataset, device="cpu": Extractor("oracle", LabelOracle(),
+    monkeypatch.setattr(t2i_metric, "domain_extractor", lambda dataset, device="cpu": Extractor("oracle", LabelOracle(),
                                                                                              "", 1.0))
     model = build(ScriptedCaptioner, captions)
     ctx = EvalContext(model, captions, get_profile("quick"), 0, "cpu")
