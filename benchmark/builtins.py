@@ -2,6 +2,7 @@
 
 from genbench.datasets import BUILTIN_DATASETS
 from genbench.hookspecs import hookimpl
+from genbench.imagesets import IMAGE_SETS
 from genbench.metrics.ais import AISLikelihood
 from genbench.metrics.fidelity import SampleQuality
 from genbench.metrics.inception import InceptionSampleQuality
@@ -14,7 +15,7 @@ from genbench.metrics.posterior import AggregatePosteriorMMD, PosteriorGaps
 
 @hookimpl
 def register_datasets(register):
-    for entry in BUILTIN_DATASETS:
+    for entry in [*BUILTIN_DATASETS, *IMAGE_SETS]:
         register(entry)
 
 

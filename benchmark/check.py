@@ -451,7 +451,9 @@ def cmd_check(args, manager, console: Console) -> int:
     from genbench.overrides import parse_sets
 
     config = parse_sets(args.sets, manager, models, add="name it: genbench check {model}")
-    results = check_models(manager, models, args.dataset, args.steps, args.device, config)
+    from genbench.imagesets import dataset_names
+
+    results = check_models(manager, models, dataset_names(args.dataset, manager), args.steps, args.device, config)
     if args.json:  # stdout carries the JSON alone
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     else:

@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true",
                    help="print the checks as JSON (and nothing else) on stdout; the exit code is the same")
 
+    dt = sub.add_parser("data", help="each known dataset: its shape, whether its files are present, where they go",
+                        description="Each registered dataset with its shape, whether its files are under "
+                                    "$GENBENCH_DATA (embedded and derived sets need none) and where they go. "
+                                    "genbench never downloads unless GENBENCH_DOWNLOAD=1.")
+    dt.add_argument("--json", action="store_true", help="print the table as JSON on stdout")
+
     np_ = sub.add_parser("new-plugin", help="write a package skeleton for a new model family",
                          description="Write NAME/ with a pyproject.toml (entry point in the `genbench` group), "
                                      "a model family that passes `genbench check` as written (a generative "
@@ -418,7 +424,9 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
             raise GenbenchError("the reproduction suite scores each claim by the metrics its paper reports; drop "
                                 "--metrics/--skip-metrics, or name models with --model for a suite of your own")
         return cmd_repro(args, manager, console)
-    models, datasets, budget_text = args.model, args.dataset, args.budget
+    from genbench.imagesets import dataset_names
+
+    models, datasets, budget_text = args.model, dataset_names(args.dataset, manager), args.budget
     seeds, profile, config = (1 if args.seeds is None else args.seeds), args.profile, {}
     suite_name = args.suite
     if args.suite_file:
@@ -450,6 +458,10 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     from genbench.suite import check_suite_name
 
     suite = check_suite_name(suite_name or profile)
+    for name in sorted({t.dataset for t in trials}):  # a missing file is one line, before any trial
+        check = getattr(manager.datasets.get(name), "check", None)
+        if check is not None:
+            check()
     observe_tensorboard(args, manager, suite)
     console.print(f"[bold]genbench[/bold]: {len(trials)} trials, budget {budget} each, profile {profile}, "
                   f"results in {Path(args.runs_dir) / suite}")
@@ -641,6 +653,24 @@ def main(argv: list[str] | None = None) -> int:
                           f"pip install -e {root} && genbench check {args.name} && pytest {root}", soft_wrap=True)
             return 0
         manager = PluginManager(plugin_files=args.plugin)
+        if args.command == "data":
+            from genbench.imagesets import data_table
+
+            rows = data_table(manager)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            from rich.table import Table
+
+            table = Table(title=f"genbench data (root {os.environ.get('GENBENCH_DATA') or '~/.cache/genbench/data'})")
+            for head in ("dataset", "shape", "files", "where"):
+                table.add_column(head, overflow="fold")
+            for r in rows:
+                colour = {"present": "green", "missing": "red"}.get(r["files"], "")
+                table.add_row(r["dataset"], r["shape"], f"[{colour}]{r['files']}[/{colour}]" if colour else r["files"],
+                              r["where"])
+            console.print(table)
+            return 0
         if args.command == "list":
             if args.json:
                 print(json.dumps(list_facts(manager), indent=2))

@@ -69,6 +69,9 @@ class DatasetEntry:
     build: Callable[..., Dataset]
     description: str = ""
     in_default_suite: bool = True  # part of `genbench run --all` without extra flags
+    # Raises DatasetError (one line: the file, where it goes, how to allow a download) when the
+    # set's files are not there; cheap, so `genbench run` checks every set before any trial starts.
+    check: Callable[[], None] | None = None
 
 
 def derived_dataset(base: Dataset, spec: DataSpec,
@@ -188,8 +191,13 @@ def allow_download() -> bool:
     return os.environ.get("GENBENCH_DOWNLOAD", "0").lower() in ("1", "true", "yes")
 
 
+def check_mnist(root: str | os.PathLike | None = None) -> None:
+    """DatasetError (one line) unless MNIST's test files are under ``root``."""
+    load_mnist(root, download=False, limit=0, check_only=True)
+
+
 def load_mnist(root: str | os.PathLike | None = None, download: bool | None = None,
-               limit: int | None = None) -> Dataset:
+               limit: int | None = None, check_only: bool = False) -> Dataset | None:
     """MNIST through torchvision from ``root`` (``$GENBENCH_DATA``, default ~/.cache/genbench/data),
     with torchvision's layout ``<root>/MNIST/raw/``.  Never downloads unless allowed
     (``GENBENCH_DOWNLOAD=1``).  With only the test files present (t10k-*), the 10,000 test images
@@ -215,6 +223,9 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool | None = No
             "(t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], and train-* for the training set), "
             f"point GENBENCH_DATA at the folder that holds MNIST/raw/, or allow a download with GENBENCH_DOWNLOAD=1."
         )
+
+    if check_only:
+        return None
 
     def read(train: bool):
         # torchvision checks for the processed files and would try the network otherwise; with
@@ -279,5 +290,5 @@ BUILTIN_DATASETS = [
     DatasetEntry("grid25", "points", DataSpec("grid25", "points", (2,), None, 25), load_grid25,
                  "25 Gaussians on a 5x5 grid (spacing 2, std 0.05), exact density"),
     DatasetEntry("mnist", "image", MNIST_SPEC, load_mnist, "MNIST via torchvision from $GENBENCH_DATA",
-                 in_default_suite=False),
+                 in_default_suite=False, check=lambda: None if allow_download() else check_mnist()),
 ]

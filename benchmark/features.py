@@ -160,6 +160,32 @@ def weights_hash(module: nn.Module) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
+ROTATIONS = 4  # the pretext task of a set without classes: which of 4 quarter turns an image got
+
+
+def rotation_task(dataset: Dataset) -> bool:
+    """Whether ``dataset`` has fewer than two classes (a flat folder of images): its classifier
+    then learns to tell which quarter turn an image was given (Gidaris et al. 2018), a task whose
+    features see the images' content without labels."""
+    return int(dataset.spec.num_classes or int(dataset.split("train")["y"].max()) + 1) < 2
+
+
+def turned(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) turned by ``k[i]`` quarter turns."""
+    out = x.clone()
+    for r in range(1, ROTATIONS):
+        rows = k == r
+        if rows.any():
+            out[rows] = torch.rot90(x[rows], r, dims=(-2, -1))
+    return out
+
+
+def classifier_classes(dataset: Dataset) -> int:
+    if rotation_task(dataset):
+        return ROTATIONS
+    return int(dataset.spec.num_classes or int(dataset.split("train")["y"].max()) + 1)
+
+
 def train_domain_classifier(dataset: Dataset, seed: int = 0, epochs: int | None = None,
                             device="cpu") -> DomainClassifier:
     """Train on the training split with small random shifts, fixed seed.  By default 80 epochs of
@@ -170,8 +196,8 @@ def train_domain_classifier(dataset: Dataset, seed: int = 0, epochs: int | None 
     train = dataset.split("train")
     x, y = train["x"].cpu(), train["y"].cpu()
     epochs = epochs or max(5, min(80, 80_000 // len(x)))
-    num_classes = int(dataset.spec.num_classes or int(y.max()) + 1)
-    model = DomainClassifier(dataset.spec.shape[0], num_classes).to(device)
+    rotations = rotation_task(dataset)
+    model = DomainClassifier(dataset.spec.shape[0], classifier_classes(dataset)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     batch = 100
@@ -185,13 +211,26 @@ def train_domain_classifier(dataset: Dataset, seed: int = 0, epochs: int | None 
             shifted = F.pad(xb, (pad, pad, pad, pad), mode="replicate")
             dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
             xb = shifted[..., dy : dy + xb.shape[-2], dx : dx + xb.shape[-1]]
+            target = y[idx]
+            if rotations:
+                target = torch.randint(0, ROTATIONS, (len(xb),), generator=g)
+                xb = turned(xb, target)
             _, logits = model(xb.to(device))
-            loss = F.cross_entropy(logits, y[idx].to(device))
+            loss = F.cross_entropy(logits, target.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
     return model.eval()
+
+
+def held_out_task(dataset: Dataset, split: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, targets) the classifier is scored on: the labels, or for a set without classes
+    each image turned by a fixed number of quarter turns (index mod 4)."""
+    if not rotation_task(dataset):
+        return split["x"], split["y"]
+    k = torch.arange(len(split["x"])) % ROTATIONS
+    return turned(split["x"].cpu(), k), k
 
 
 def accuracy(model: DomainClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -228,7 +267,7 @@ def _load_classifier(path: Path, producer: dict, model: DomainClassifier, datase
         cache_warning(path, f"does not fit the classifier ({(str(exc).splitlines() or [''])[0][:120]})")
         return None
     test = dataset.split("test")
-    acc = accuracy(model, test["x"], test["y"])
+    acc = accuracy(model, *held_out_task(dataset, test))
     claimed = stored.get("heldout_accuracy")
     if not isinstance(claimed, float) or abs(claimed - acc) > 1.0 / max(1, len(test["y"])):
         cache_warning(path, f"states a held-out accuracy of {claimed!r}, but its weights reach {acc:.4f}")
@@ -248,16 +287,18 @@ def domain_extractor(dataset: Dataset, device="cpu", seed: int = 0) -> Extractor
     # Cached by the content of the training split, not the dataset's name: derived task sets that
     # reuse a base set's images (captions, patches) share its classifier instead of training anew.
     path = cache_dir() / "extractors" / f"domain-classifier-v{CLASSIFIER_VERSION}-{content}-seed{seed}.pt"
-    num_classes = int(spec.num_classes or int(dataset.split("train")["y"].max()) + 1)
+    num_classes = classifier_classes(dataset)
     producer = {"kind": "domain-classifier", "version": CLASSIFIER_VERSION, "train_data": content,
                 "test_data": data_fingerprint(dataset, "test"), "seed": seed, "in_channels": int(spec.shape[0]),
                 "num_classes": num_classes}
+    if rotation_task(dataset):
+        producer["task"] = "quarter-turn prediction (no classes)"
     model = DomainClassifier(spec.shape[0], num_classes)
     acc = _load_classifier(path, producer, model, dataset)
     if acc is None:
         model = train_domain_classifier(dataset, seed=seed, device="cpu")
         test = dataset.split("test")
-        acc = accuracy(model, test["x"], test["y"])
+        acc = accuracy(model, *held_out_task(dataset, test))
         save_verified(path, dict(model.state_dict()), {**producer, "heldout_accuracy": acc})
     model = model.to(device).eval()
     ext = Extractor(name=name, model=model, weights_hash=weights_hash(model), heldout_accuracy=acc)

@@ -180,6 +180,16 @@ class PluginManager:
             self.load_file(path)
         self.pm.check_pending()
         self._collect()
+        self._add_env_folders()
+
+    def _add_env_folders(self) -> None:
+        """The ``folder:PATH`` datasets a parent process was given (``GENBENCH_FOLDERS``)."""
+        from genbench.imagesets import env_folders, folder_entry
+
+        for text in env_folders():
+            entry = folder_entry(text)
+            if entry.name not in self.datasets:
+                self.datasets.add(entry, "folder")
 
     # --- loading -----------------------------------------------------------------------------
 

@@ -329,6 +329,8 @@ def evaluate(model: GenerativeModel, dataset: Dataset, manager: PluginManager, p
     with library_threads():
         for metric in manager.metrics.values():
             ok, why = metric.applies(type(model), dataset)
+            if ok:
+                ok, why = metric.applies_in(ctx)
             left_out = selection.why_left_out(metric.name)
             if not ok or left_out:  # a metric that would not apply anyway keeps that reason
                 not_applicable[metric.name] = why if not ok else left_out

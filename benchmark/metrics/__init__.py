@@ -194,6 +194,12 @@ class Metric:
                 return False, f"dataset has no {attr}"
         return True, ""
 
+    def applies_in(self, ctx: EvalContext) -> tuple[bool, str]:
+        """Whether the metric runs in this evaluation (its profile, its data), and if not, why: for a
+        metric whose protocol leaves some data to another profile (AIS above a dimension).  The
+        reason goes into the row's empty cells, as that of a metric that does not apply."""
+        return True, ""
+
     def estimator(self, profile: Profile) -> str:
         return self.name
 

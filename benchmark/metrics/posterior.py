@@ -41,6 +41,7 @@ from genbench.metrics.ais import (
     iwae_on_test,
     likelihood_points,
     obs_sigma,
+    out_of_scope,
     seeded,
 )
 from genbench.metrics.likelihood import IWAEResult, dequantized_test, iwae_bounds
@@ -290,14 +291,15 @@ class PosteriorGaps(Metric):
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
         sigma, _ = chosen_obs_sigma(ctx)
-        ais = ais_on_test(ctx).log_px
-        diagnosis = diagnose_ais(ctx)
+        skipped = out_of_scope(ctx)  # AIS not run on this data under this profile: the gaps go on without it
+        ais = None if skipped else ais_on_test(ctx).log_px
+        diagnosis = None if skipped else diagnose_ais(ctx)
         bounds = iwae_on_test(ctx)
         x = likelihood_points(ctx)
         settings = dataclasses.replace(ctx.settings_of(self), chunk_rows=ctx.profile.iwae_chunk_rows)
         with seeded(ctx.seed + 17, ctx.device), evaluating(ctx.model, no_grad=False), obs_sigma(ctx.model, sigma):
             result = posterior_gaps(ctx.model, x, ctx.profile.iwae_k, settings, ais=ais, bounds=bounds)
-        result.ais_trusted = diagnosis.trusted
+        result.ais_trusted = diagnosis is not None and diagnosis.trusted
         out = result.columns()
         out["iwae_bpd"] = ctx.dataset.spec.bits_per_dim(-result.iwae.mean())
         out["iwae_ess"] = float(bounds.ess.mean())
@@ -305,7 +307,7 @@ class PosteriorGaps(Metric):
         # IWAE is not marked for a small ESS: whatever the ESS, its value is an unbiased estimate of the
         # K-sample bound it is labelled as, and a valid lower bound; how far that bound sits below log p(x)
         # is what AIS (and ais_minus_iwae) measures.
-        if not diagnosis.trusted:
+        if diagnosis is not None and not diagnosis.trusted:
             ctx.mark("ais", diagnosis.reason)  # reported here too, with the same reason
         if not result.qstar_converged:
             why = (f"q* not converged within {settings.steps} steps (its gradients still drift; last window's "

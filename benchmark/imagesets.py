@@ -1,0 +1,399 @@
+"""Real image sets from a local root: Fashion-MNIST, CIFAR-10, SVHN and any folder of images.
+
+Every set is read from ``$GENBENCH_DATA`` (default ``~/.cache/genbench/data``) in torchvision's
+layout and never downloaded unless ``GENBENCH_DOWNLOAD=1`` (then through torchvision's own
+downloaders).  A missing file is one line naming it, where it goes and how to allow a download.
+Splits follow each set's official train/test split, with a validation slice from the end of train:
+
+==============  ===========  ===============================  ==================================
+set             resolution   files under ``$GENBENCH_DATA``    splits (train / val / test)
+==============  ===========  ===============================  ==================================
+fashion-mnist   1 x 28 x 28  FashionMNIST/raw/*-idx*-ubyte    50,000 / 10,000 / 10,000
+cifar10         3 x 32 x 32  cifar-10-batches-py/             45,000 / 5,000 / 10,000
+svhn            3 x 32 x 32  svhn/{train,test}_32x32.mat      train less 5,000 / 5,000 / 26,032
+folder:PATH     inferred     any folder of images             its train/ and test/ subfolders, or
+                                                              80% / 10% / 10% of its files
+==============  ===========  ===============================  ==================================
+
+Images are stored as bin centres ``(k + 0.5) / 256`` in [0, 1] (256 levels), as MNIST is.  These
+sets are held in memory as tensors like the embedded ones; they are not in ``genbench run --all``
+unless named with ``--dataset``.
+
+``folder:PATH`` reads a torchvision ``ImageFolder`` tree (one subfolder per class: the class is
+the label) or a flat folder of images (PNG, JPEG, BMP, WebP; one class).  Its resolution and
+channels are inferred (the smallest side of the first image, capped at 64; grey if every image
+is, else RGB) or given as ``folder:PATH:SIZE`` / ``folder:PATH:SIZE:CHANNELS``; every image is
+centre-cropped to a square and resized with PIL's bicubic filter, so the same files give the
+same tensors.  Its dataset name is ``folder-<folder name>-<6 hex of the path>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from genbench.datasets import Dataset, DatasetEntry, _unzipped, allow_download, check_mnist, data_root
+from genbench.errors import DatasetError
+from genbench.model import DataSpec
+
+LEVELS = 256
+DOWNLOAD_HINT = "or allow a download with GENBENCH_DOWNLOAD=1"
+
+
+def _bins(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) as the bin centres every image set uses."""
+    return (x.float() + 0.5) / LEVELS
+
+
+def _root(root) -> Path:
+    return Path(root) if root is not None else data_root()
+
+
+def _splits(train_x, train_y, test_x, test_y, val: int, limit: int | None) -> dict:
+    """Official train/test, with the last ``val`` training images as the validation split (a
+    tenth of train where train holds fewer than ten times that)."""
+    val = min(val, max(1, len(train_x) // 10))
+    parts = {"train": (train_x[:-val], train_y[:-val]), "val": (train_x[-val:], train_y[-val:]),
+             "test": (test_x, test_y)}
+    out = {}
+    for split, (x, y) in parts.items():
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        out[split] = {"x": _bins(x), "y": torch.as_tensor(y).long()}
+    return out
+
+
+def _missing(what: str, where: Path, files: str) -> DatasetError:
+    return DatasetError(f"{what} files not found: put {files} in {where} (or point GENBENCH_DATA at the folder "
+                        f"that holds {where.name}/), {DOWNLOAD_HINT}")
+
+
+# --- Fashion-MNIST -------------------------------------------------------------------------------
+
+FASHION_SPEC = DataSpec(name="fashion-mnist", kind="image", shape=(1, 28, 28), levels=LEVELS, num_classes=10)
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def check_fashion_mnist(root=None) -> None:
+    raw = _root(root) / "FashionMNIST" / "raw"
+    missing = [f for f in IDX if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
+    if missing:
+        raise _missing("Fashion-MNIST", raw, f"torchvision's raw files ({', '.join(m + '[.gz]' for m in missing)})")
+
+
+def load_fashion_mnist(root=None, download: bool | None = None, limit: int | None = None) -> Dataset:
+    """Fashion-MNIST from ``<root>/FashionMNIST/raw/`` (torchvision's layout; ``.gz`` or not)."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    root, download = _root(root), allow_download() if download is None else download
+    raw = root / "FashionMNIST" / "raw"
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(root), train=True, download=True)
+        FashionMNIST(str(root), train=False, download=True)
+    check_fashion_mnist(root)
+    arrays = [(read_image_file if "images" in f else read_label_file)(str(_unzipped(raw / f))) for f in IDX]
+    train_x, train_y, test_x, test_y = (a.unsqueeze(1) if a.dim() == 3 else a for a in arrays)
+    return Dataset(spec=FASHION_SPEC, splits=_splits(train_x, train_y, test_x, test_y, 10_000, limit),
+                   description=f"Fashion-MNIST from {raw}")
+
+
+# --- CIFAR-10 ------------------------------------------------------------------------------------
+
+CIFAR10_SPEC = DataSpec(name="cifar10", kind="image", shape=(3, 32, 32), levels=LEVELS, num_classes=10)
+CIFAR_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+# What a CIFAR batch may contain: a dict of NumPy arrays, lists, strings and numbers, nothing else.
+NUMPY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                 ("numpy._core.multiarray", "scalar"),
+                 ("_codecs", "encode")}  # how a protocol-2 pickle written by Python 3 stores bytes: no side effect
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles, and a pickle can name any callable to run while it
+    loads.  torchvision reads them with plain ``pickle.load``; genbench runs nothing from a data
+    file, so it reads them with this unpickler, which rebuilds NumPy arrays and refuses every
+    other global."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR batch holds only arrays and lists")
+
+
+def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 3, 32, 32) uint8, labels (N,)) of one CIFAR-10 python batch."""
+    try:
+        entry = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
+        x = torch.as_tensor(data).reshape(-1, 3, 32, 32)
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError, EOFError) as exc:
+        raise DatasetError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); replace it with "
+                           f"the file from cifar-10-python.tar.gz, {DOWNLOAD_HINT}") from None
+    return x, torch.as_tensor(labels)
+
+
+def check_cifar10(root=None) -> None:
+    folder = _root(root) / "cifar-10-batches-py"
+    missing = [b for b in CIFAR_BATCHES if not (folder / b).is_file()]
+    if missing:
+        raise _missing("CIFAR-10", folder, f"the batches of cifar-10-python.tar.gz ({', '.join(missing)})")
+
+
+def load_cifar10(root=None, download: bool | None = None, limit: int | None = None) -> Dataset:
+    """CIFAR-10 from ``<root>/cifar-10-batches-py/`` (cifar-10-python.tar.gz unpacked)."""
+    root, download = _root(root), allow_download() if download is None else download
+    folder = root / "cifar-10-batches-py"
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root), train=True, download=True)
+    check_cifar10(root)
+    train = [read_cifar_batch(folder / b) for b in CIFAR_BATCHES[:-1]]
+    test_x, test_y = read_cifar_batch(folder / "test_batch")
+    train_x, train_y = torch.cat([x for x, _ in train]), torch.cat([y for _, y in train])
+    return Dataset(spec=CIFAR10_SPEC, splits=_splits(train_x, train_y, test_x, test_y, 5_000, limit),
+                   description=f"CIFAR-10 from {folder}")
+
+
+# --- SVHN ----------------------------------------------------------------------------------------
+
+SVHN_SPEC = DataSpec(name="svhn", kind="image", shape=(3, 32, 32), levels=LEVELS, num_classes=10)
+
+
+def read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 3, 32, 32) uint8, labels 0-9) of an SVHN ``*_32x32.mat`` file.  The reading is
+    torchvision's (``scipy.io.loadmat``, label 10 for the digit 0); its ``SVHN`` class is not used
+    because it also checks each file's MD5 against the official one."""
+    import numpy as np
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(path))
+        x = torch.as_tensor(np.transpose(mat["X"], (3, 2, 0, 1)).copy())
+        y = torch.as_tensor(mat["y"].astype(np.int64).squeeze(1)) % 10
+    except (KeyError, ValueError, OSError, IndexError) as exc:
+        raise DatasetError(f"{path} is not an SVHN .mat file ({type(exc).__name__}: {exc}); replace it with the "
+                           f"official file, {DOWNLOAD_HINT}") from None
+    return x, y
+
+
+def check_svhn(root=None) -> None:
+    folder = _root(root) / "svhn"
+    missing = [f for f in ("train_32x32.mat", "test_32x32.mat") if not (folder / f).is_file()]
+    if missing:
+        raise _missing("SVHN", folder, ", ".join(missing))
+
+
+def load_svhn(root=None, download: bool | None = None, limit: int | None = None) -> Dataset:
+    """SVHN (cropped digits) from ``<root>/svhn/{train,test}_32x32.mat``; the extra set is not used."""
+    root, download = _root(root), allow_download() if download is None else download
+    folder = root / "svhn"
+    if download:
+        from torchvision.datasets import SVHN
+
+        SVHN(str(folder), split="train", download=True)
+        SVHN(str(folder), split="test", download=True)
+    check_svhn(root)
+    train_x, train_y = read_svhn_mat(folder / "train_32x32.mat")
+    test_x, test_y = read_svhn_mat(folder / "test_32x32.mat")
+    return Dataset(spec=SVHN_SPEC, splits=_splits(train_x, train_y, test_x, test_y, 5_000, limit),
+                   description=f"SVHN from {folder}")
+
+
+# --- any folder of images ------------------------------------------------------------------------
+
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MAX_FOLDER_SIDE = 64
+FOLDER_SPLIT = (0.8, 0.1)  # train and validation shares of a folder without train/ and test/
+
+
+def parse_folder(text: str) -> tuple[Path, int | None, int | None]:
+    """``folder:PATH[:SIZE[:CHANNELS]]`` as (path, size or None, channels or None)."""
+    body = text[len(FOLDER_PREFIX):]
+    size = channels = None
+    match = re.fullmatch(r"(.+?)(?::(\d+))?(?::([13]))?", body)
+    if match:
+        body, size, channels = match.group(1), match.group(2), match.group(3)
+    path = Path(body).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"--dataset {text}: {str(path)!r} is not a folder; give folder:PATH with a folder of "
+                           "images (an ImageFolder tree of class subfolders, or a flat folder)")
+    return path.resolve(), int(size) if size else None, int(channels) if channels else None
+
+
+def folder_name(path: Path) -> str:
+    """The dataset name of a folder: a plain name (records and files are named by it)."""
+    stem = re.sub(r"[^a-z0-9]+", "-", path.name.lower()).strip("-")[:24] or "images"
+    return f"folder-{stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
+
+
+def _images(folder: Path) -> list[tuple[Path, str]]:
+    """(file, class) of every image under ``folder``: the class is the subfolder (ImageFolder), or
+    "" for a flat folder; sorted, so the order does not depend on the file system."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [(p, p.parent.relative_to(folder).as_posix() if p.parent != folder else "") for p in files]
+
+
+def _read_image(path: Path, side: int, channels: int) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB")
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        if s != side:
+            img = img.resize((side, side), Image.Resampling.BICUBIC)
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.reshape(side, side, channels).permute(2, 0, 1)
+
+
+def _split_and_class(rel: str, own_split: bool) -> tuple[str, str]:
+    """(split or "", class) of an image whose folder is ``rel`` below the root: ``train/cat`` is
+    the class cat of the train split where the root has train/ and test/, ``cat`` the class cat."""
+    parts = rel.split("/") if rel else []
+    if own_split:
+        return (parts[0] if parts else ""), "/".join(parts[1:])
+    return "", rel
+
+
+def folder_entry(text: str) -> DatasetEntry:
+    """The dataset of ``folder:PATH[:SIZE[:CHANNELS]]``, its spec inferred from the files."""
+    from PIL import Image
+
+    path, size, channels = parse_folder(text)
+    own_split = (path / "train").is_dir() and (path / "test").is_dir()
+    files = [(p, *_split_and_class(rel, own_split)) for p, rel in _images(path)]
+    if len(files) < 10:
+        raise DatasetError(f"--dataset {text}: {len(files)} images under {path} ({', '.join(IMAGE_SUFFIXES)}); "
+                           "give a folder with at least 10")
+    if size is None or channels is None:
+        with Image.open(files[0][0]) as first:
+            side = min(first.size)
+        modes = set()
+        for p, _, _ in files[:50]:
+            with Image.open(p) as img:
+                modes.add(img.mode)
+        size = size or max(8, min(MAX_FOLDER_SIDE, side) // 8 * 8)
+        channels = channels or (1 if modes <= {"L", "1", "I;16"} else 3)
+    classes = sorted({c for _, _, c in files})
+    label = {c: i for i, c in enumerate(classes)}
+    name = folder_name(path)
+    spec = DataSpec(name=name, kind="image", shape=(channels, size, size), levels=LEVELS,
+                    num_classes=len(classes) if len(classes) > 1 else None)
+
+    def build(limit: int | None = None) -> Dataset:
+        if own_split:  # the folder's own split; validation from the end of train
+            train = [f for f in files if f[1] == "train"]
+            test = [f for f in files if f[1] == "test"]
+            n_val = max(1, len(train) // 10)
+            parts = {"train": train[:-n_val], "val": train[-n_val:], "test": test}
+        else:  # a fixed shuffle of the sorted files
+            order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+            shuffled = [files[i] for i in order]
+            a = int(len(files) * FOLDER_SPLIT[0])
+            b = a + int(len(files) * FOLDER_SPLIT[1])
+            parts = {"train": shuffled[:a], "val": shuffled[a:b], "test": shuffled[b:]}
+        splits = {}
+        for split, chosen in parts.items():
+            chosen = chosen[:limit] if limit is not None else chosen
+            x = torch.stack([_read_image(p, size, channels) for p, _, _ in chosen])
+            splits[split] = {"x": _bins(x), "y": torch.tensor([label[c] for _, _, c in chosen]).long()}
+        return Dataset(spec=spec, splits=splits,
+                       description=f"images from {path} ({len(files)} files, {channels}x{size}x{size})")
+
+    return DatasetEntry(name, "image", spec, build, f"images from {path}, {channels}x{size}x{size}",
+                        in_default_suite=False)
+
+
+def _checked(check):
+    """A check that passes while downloads are allowed (the loader then fetches the files)."""
+    return lambda: None if allow_download() else check()
+
+
+IMAGE_SETS = [
+    DatasetEntry("fashion-mnist", "image", FASHION_SPEC, load_fashion_mnist,
+                 "Fashion-MNIST via torchvision's files under $GENBENCH_DATA (50000/10000/10000)",
+                 in_default_suite=False, check=_checked(check_fashion_mnist)),
+    DatasetEntry("cifar10", "image", CIFAR10_SPEC, load_cifar10,
+                 "CIFAR-10 from $GENBENCH_DATA/cifar-10-batches-py (45000/5000/10000)", in_default_suite=False,
+                 check=_checked(check_cifar10)),
+    DatasetEntry("svhn", "image", SVHN_SPEC, load_svhn,
+                 "SVHN from $GENBENCH_DATA/svhn/*_32x32.mat (train less 5000/5000/26032)", in_default_suite=False,
+                 check=_checked(check_svhn)),
+]
+
+def _passes(check) -> callable:
+    def present(root: Path) -> bool:
+        try:
+            check(root)
+        except DatasetError:
+            return False
+        return True
+    return present
+
+
+# where each set's files go, for `genbench data`: (folder under the data root, files, present?)
+WHERE = {
+    "mnist": ("MNIST/raw", "t10k-*-idx*-ubyte[.gz] (and train-* for the training set)", _passes(check_mnist)),
+    "fashion-mnist": ("FashionMNIST/raw", "train-* and t10k-* idx files [.gz]", _passes(check_fashion_mnist)),
+    "cifar10": ("cifar-10-batches-py", "data_batch_1..5, test_batch", _passes(check_cifar10)),
+    "svhn": ("svhn", "train_32x32.mat, test_32x32.mat", _passes(check_svhn)),
+}
+
+
+def data_table(manager, root: Path | None = None) -> list[dict]:
+    """One row per registered dataset for `genbench data`: its shape, whether its files are there
+    and where they go (embedded and derived sets need none)."""
+    root = _root(root)
+    rows = []
+    for name in manager.datasets:
+        entry = manager.datasets.get(name)
+        base = name if name in WHERE else ("mnist" if name.startswith("mnist-") else None)  # mnist-* from MNIST's
+        folder, files, present = WHERE.get(base, (None, None, None))
+        if name.startswith("folder-"):
+            folder, files, present = None, None, None
+        rows.append({"dataset": name, "kind": entry.kind, "shape": "x".join(map(str, entry.spec.shape)),
+                     "files": ("given folder" if name.startswith("folder-") else "embedded or derived")
+                     if present is None else ("present" if present(root) else "missing"),
+                     "where": "" if folder is None else f"{root / folder}: {files}",
+                     "in --all": entry.in_default_suite})
+    return rows
+
+
+FOLDERS_ENV = "GENBENCH_FOLDERS"  # newline-separated folder:PATH texts (a path may hold ':')
+
+
+def env_folders() -> list[str]:
+    """The folder datasets named in ``GENBENCH_FOLDERS``: how worker processes learn the folders
+    their parent was given (``genbench run --dataset folder:PATH`` sets it)."""
+    return [t for t in os.environ.get(FOLDERS_ENV, "").split("\n") if t.strip()]
+
+
+def use_folder(text: str, manager) -> str:
+    """Register the dataset of ``folder:PATH`` on ``manager`` and in ``GENBENCH_FOLDERS`` (for the
+    worker processes this one starts); its dataset name."""
+    entry = folder_entry(text)
+    if entry.name not in manager.datasets:
+        manager.datasets.add(entry, "folder")
+    known = env_folders()
+    if text not in known:
+        os.environ[FOLDERS_ENV] = "\n".join([*known, text])
+    return entry.name
+
+
+def dataset_names(names: list[str] | None, manager) -> list[str] | None:
+    """``--dataset`` values as dataset names: ``folder:PATH`` registers that folder of images
+    (:mod:`genbench.imagesets`) and stands for its name."""
+    if not names:
+        return names
+    return [use_folder(n, manager) if n.startswith(FOLDER_PREFIX) else n for n in names]

@@ -1,0 +1,195 @@
+"""Real image sets without downloads: each loader reads tiny files the tests write in its layout
+(idx files, CIFAR batches, SVHN .mat, an ImageFolder tree, a flat folder); a missing set is one
+line before any trial; a folder of RGB PNGs trains and scores; every image family honours the
+contract at 3 x 32 x 32."""
+
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from genbench.check import ModelChecker
+from genbench.cli import main
+from genbench.datasets import Dataset
+from genbench.errors import DatasetError
+from genbench.features import domain_extractor
+from genbench.imagesets import (
+    FOLDERS_ENV,
+    folder_entry,
+    load_cifar10,
+    load_fashion_mnist,
+    load_svhn,
+    read_cifar_batch,
+)
+from genbench.model import DataSpec
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_folders(monkeypatch):
+    monkeypatch.delenv(FOLDERS_ENV, raising=False)  # restored after each test
+
+
+def write_idx(path, array: np.ndarray):
+    """An idx file as the MNIST family ships them (magic 0x08 = uint8, then the dimensions)."""
+    head = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_torchvisions_idx_files(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 12)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    with pytest.raises(DatasetError, match="FashionMNIST/raw"):
+        load_fashion_mnist(tmp_path / "elsewhere", download=False)
+    data = load_fashion_mnist(tmp_path, download=False)
+    assert data.spec.shape == (1, 28, 28) and len(data.split("test")["x"]) == 12
+    assert [len(data.split(s)["x"]) for s in ("train", "val")] == [27, 3]  # a tenth of a small train split
+    x = data.split("test")["x"]
+    assert x.min() >= 0.5 / 256 and x.max() <= 255.5 / 256  # bin centres in [0, 1]
+    assert data.split("test")["y"].tolist() == [i % 10 for i in range(12)]
+
+
+def cifar_batch(n: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return pickle.dumps({"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), "labels": list(range(n))},
+                        protocol=2)
+
+
+def test_cifar10_reads_the_python_batches_and_runs_no_code_from_them(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(cifar_batch(1200, i))
+    (folder / "test_batch").write_bytes(cifar_batch(100, 9))
+    data = load_cifar10(tmp_path, download=False)
+    assert data.spec.shape == (3, 32, 32)
+    # the last 5,000 training images validate in the real set; a tenth here (6,000 images)
+    assert [len(data.split(s)["x"]) for s in ("train", "val", "test")] == [5400, 600, 100]
+    x, _ = read_cifar_batch(folder / "test_batch")
+    raw = pickle.loads((folder / "test_batch").read_bytes())["data"][0]
+    assert x[0, 0].flatten().tolist() == raw[:1024].tolist()  # the first 1024 bytes are the red plane
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran from a data file",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    with pytest.raises(DatasetError, match="refusing builtins.print: a CIFAR batch holds only arrays"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_svhn_reads_the_mat_files_with_label_ten_as_zero(tmp_path):
+    import scipy.io
+
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 60), ("test", 20)):
+        labels = (np.arange(n) % 10 + 1).reshape(n, 1)  # SVHN stores the digit 0 as 10
+        scipy.io.savemat(folder / f"{name}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8),
+                                                        "y": labels})
+    data = load_svhn(tmp_path, download=False)
+    assert data.spec.shape == (3, 32, 32) and len(data.split("val")["x"]) == 6
+    assert data.split("test")["y"][:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def write_pngs(folder, n: int, classes=("red", "green", "blue"), size=32, flat=False):
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230)}
+    for i in range(n):
+        c = classes[i % len(classes)]
+        target = folder if flat else folder / c
+        target.mkdir(parents=True, exist_ok=True)
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        x, y, r = (int(v) for v in rng.integers(size // 4, 3 * size // 4, 3))
+        ImageDraw.Draw(img).ellipse([x - r // 3, y - r // 3, x + r // 3, y + r // 3], fill=colours[c])
+        img.save(target / f"{c}-{i:04d}.png")
+
+
+def test_a_folder_is_an_imagefolder_tree_or_flat_with_its_spec_inferred_and_a_fixed_split(tmp_path):
+    write_pngs(tmp_path / "tree", 60)
+    entry = folder_entry(f"folder:{tmp_path / 'tree'}")
+    assert entry.name.startswith("folder-tree-") and entry.spec.shape == (3, 32, 32) and entry.spec.num_classes == 3
+    a, b = entry.build(), entry.build()
+    assert [len(a.split(s)["x"]) for s in ("train", "val", "test")] == [48, 6, 6]
+    assert torch.equal(a.split("test")["x"], b.split("test")["x"])  # the same files give the same tensors
+    assert set(a.split("train")["y"].tolist()) == {0, 1, 2}
+    small = folder_entry(f"folder:{tmp_path / 'tree'}:16:1")
+    assert small.spec.shape == (1, 16, 16) and small.build().split("val")["x"].shape[1:] == (1, 16, 16)
+    write_pngs(tmp_path / "flat", 40, flat=True)
+    flat = folder_entry(f"folder:{tmp_path / 'flat'}").build()
+    assert flat.spec.num_classes is None and set(flat.split("train")["y"].tolist()) == {0}
+    # no classes: the feature extractor learns which quarter turn an image was given
+    extractor = domain_extractor(flat)
+    assert extractor.model.head.out_features == 4
+    with pytest.raises(DatasetError, match="is not a folder"):
+        folder_entry(f"folder:{tmp_path / 'nowhere'}")
+
+
+def test_a_folder_of_rgb_pngs_trains_and_scores_in_worker_processes(tmp_path, capsys):
+    write_pngs(tmp_path / "pngs", 240)
+    runs = tmp_path / "runs"
+    assert main(["run", "--model", "dcgan", "--dataset", f"folder:{tmp_path / 'pngs'}", "--budget", "20steps",
+                 "--profile", "test", "--workers", "1", "--runs-dir", str(runs)]) == 0
+    (path,) = (runs / "test" / "trials").glob("dcgan--folder-pngs-*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok", record.get("reason")
+    assert record["metrics"]["fid"] > 0 and 0 <= record["metrics"]["recall"] <= 1
+    assert "dcgan" in capsys.readouterr().out
+
+
+def test_a_missing_image_set_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENBENCH_DATA", str(tmp_path))
+    monkeypatch.delenv("GENBENCH_DOWNLOAD", raising=False)
+    assert main(["run", "--all", "--dataset", "cifar10", "--runs-dir", str(tmp_path / "runs")]) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and out.startswith("error: CIFAR-10 files not found")
+    assert str(tmp_path / "cifar-10-batches-py") in out and "GENBENCH_DOWNLOAD=1" in out
+    assert not (tmp_path / "runs").exists()
+    assert main(["data", "--json"]) == 0
+    rows = {r["dataset"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["cifar10"]["files"] == "missing" and rows["digits"]["files"] == "embedded or derived"
+    assert rows["svhn"]["where"].startswith(str(tmp_path / "svhn"))
+
+
+def test_every_image_family_honours_the_contract_at_3x32x32():
+    spec = DataSpec("rgb32", "image", (3, 32, 32), levels=256, num_classes=10)
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return {"x": (torch.randint(0, 256, (n, 3, 32, 32), generator=g).float() + 0.5) / 256,
+                "y": torch.randint(0, 10, (n,), generator=g)}
+
+    from genbench.manager import PluginManager
+
+    data = Dataset(spec=spec, splits={"train": split(128), "val": split(32), "test": split(32)})
+    manager, checked = PluginManager(), []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check_every_family(manager, data, spec, checked)
+    finally:
+        torch.set_num_threads(threads)
+    assert {"dcgan", "vae", "realnvp", "progan", "infogan", "wae-mmd"} <= set(checked)
+
+
+def check_every_family(manager, data, spec, checked):
+    for name in manager.models:
+        cls = manager.models.get(name)
+        if not cls.applies_to(spec)[0]:
+            assert cls.requires, name  # only the task families (domains, captions, patches) need more than images
+            continue
+        failed = [f"{r.check}: {r.detail}" for r in ModelChecker(cls, data, 2, torch.device("cpu"), None).run()
+                  if not r.ok]
+        assert not failed, (name, failed)
+        checked.append(name)
