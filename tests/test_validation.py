@@ -215,14 +215,15 @@ def test_mnist_root_without_files_says_where_to_put_them(tmp_path, monkeypatch, 
     assert f"MNIST files not found under {tmp_path / 'MNIST' / 'raw'}" in msg
     assert "t10k-images-idx3-ubyte" in msg and "GENBENCH_DATA" in msg
 
-    # through `genbench run`: the trial fails with that reason, the suite itself does not
+    # through `genbench run`: one line before any trial starts, nothing written
     monkeypatch.setenv("GENBENCH_DATA", str(tmp_path))
     monkeypatch.delenv("GENBENCH_DOWNLOAD", raising=False)
+    capsys.readouterr()
     assert main(["run", "--model", "vae", "--dataset", "mnist", "--budget", "2steps", "--profile", "test",
-                 "--runs-dir", str(tmp_path / "runs"), "--executor", "inline"]) == 0
-    (rec,) = load_records(tmp_path / "runs", "test")
-    assert rec["status"] == "failed" and "MNIST files not found under" in rec["reason"]
-    assert "MNIST files not found" in capsys.readouterr().out
+                 "--runs-dir", str(tmp_path / "runs"), "--executor", "inline"]) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("error: MNIST files not found under") and len(out.splitlines()) == 1
+    assert load_records(tmp_path / "runs", "test") == []
 
 
 # --- the runs folder ------------------------------------------------------------------------
