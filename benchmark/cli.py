@@ -580,6 +580,7 @@ def cmd_evaluate(args, manager: PluginManager, console: Console) -> int:
     Exit code 0 when every matching trial was scored, 1 when one or more could not be (each says
     why in one line: no kept weights, an unreadable file, a failed metric run)."""
     from genbench.evaluate import reevaluate
+    from genbench.imagesets import dataset_names
     from genbench.metrics import select_metrics
     from genbench.ranking import metric_directions
     from genbench.results import load_records
@@ -588,7 +589,8 @@ def cmd_evaluate(args, manager: PluginManager, console: Console) -> int:
     suite = check_suite_name(args.suite)
     selection = select_metrics(manager.metrics, args.metrics, args.skip_metrics)
     updated, problems = reevaluate(manager, Path(args.runs_dir), suite, selection, models=args.model,
-                                   datasets=args.dataset, profiles=args.profile, device=args.device, console=console)
+                                   datasets=dataset_names(args.dataset, manager), profiles=args.profile,
+                                   device=args.device, console=console)
     for line in problems:
         console.print(line, style="yellow", markup=False, highlight=False)
     if updated:

@@ -133,11 +133,11 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         entry = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
         data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
-        x = torch.as_tensor(data).reshape(-1, 3, 32, 32)
-    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError, EOFError) as exc:
+        x, y = torch.as_tensor(data).reshape(-1, 3, 32, 32), torch.as_tensor(labels)
+    except (pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError, EOFError, AttributeError) as exc:
         raise DatasetError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); replace it with "
                            f"the file from cifar-10-python.tar.gz, {DOWNLOAD_HINT}") from None
-    return x, torch.as_tensor(labels)
+    return x, y
 
 
 def check_cifar10(root=None) -> None:
@@ -216,29 +216,40 @@ MAX_FOLDER_SIDE = 64
 FOLDER_SPLIT = (0.8, 0.1)  # train and validation shares of a folder without train/ and test/
 
 
+MIN_FOLDER_SIDE, MAX_GIVEN_SIDE = 8, 256
+
+
 def parse_folder(text: str) -> tuple[Path, int | None, int | None]:
-    """``folder:PATH[:SIZE[:CHANNELS]]`` as (path, size or None, channels or None)."""
+    """``folder:PATH[:SIZE[:CHANNELS]]`` as (resolved path, size or None, channels or None).  The
+    whole text is tried as a folder first, so a folder whose name holds a colon still works."""
     body = text[len(FOLDER_PREFIX):]
     size = channels = None
-    match = re.fullmatch(r"(.+?)(?::(\d+))?(?::([13]))?", body)
-    if match:
-        body, size, channels = match.group(1), match.group(2), match.group(3)
+    if not Path(body).expanduser().is_dir():
+        match = re.fullmatch(r"(.+?)(?::(\d+))?(?::([13]))?", body)
+        if match:
+            body, size, channels = match.group(1), match.group(2), match.group(3)
     path = Path(body).expanduser()
-    if not path.is_dir():
-        raise DatasetError(f"--dataset {text}: {str(path)!r} is not a folder; give folder:PATH with a folder of "
+    if not body.strip() or not path.is_dir():
+        raise DatasetError(f"--dataset {text}: {body!r} is not a folder; give folder:PATH with a folder of "
                            "images (an ImageFolder tree of class subfolders, or a flat folder)")
+    if size is not None and not MIN_FOLDER_SIDE <= int(size) <= MAX_GIVEN_SIDE:
+        raise DatasetError(f"--dataset {text}: SIZE {size} is outside {MIN_FOLDER_SIDE}..{MAX_GIVEN_SIDE}; give "
+                           "folder:PATH:SIZE with a side in that range, or leave SIZE out to infer it")
     return path.resolve(), int(size) if size else None, int(channels) if channels else None
 
 
-def folder_name(path: Path) -> str:
-    """The dataset name of a folder: a plain name (records and files are named by it)."""
+def folder_name(path: Path, size: int, channels: int, files: list[Path]) -> str:
+    """The dataset name of a folder read at ``size`` and ``channels``: a plain name (records and
+    files are named by it) whose hash covers the path, the shape and every file's name and size,
+    so other images or another shape are another dataset, never a finished trial's."""
     stem = re.sub(r"[^a-z0-9]+", "-", path.name.lower()).strip("-")[:24] or "images"
-    return f"folder-{stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
+    what = [str(path), size, channels, *[(f.relative_to(path).as_posix(), f.stat().st_size) for f in files]]
+    return f"folder-{stem}-{hashlib.sha256(repr(what).encode()).hexdigest()[:6]}"
 
 
 def _images(folder: Path) -> list[tuple[Path, str]]:
-    """(file, class) of every image under ``folder``: the class is the subfolder (ImageFolder), or
-    "" for a flat folder; sorted, so the order does not depend on the file system."""
+    """(file, folder below the root) of every image under ``folder``, sorted, so the order does not
+    depend on the file system."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     return [(p, p.parent.relative_to(folder).as_posix() if p.parent != folder else "") for p in files]
 
@@ -258,21 +269,29 @@ def _read_image(path: Path, side: int, channels: int) -> torch.Tensor:
 
 
 def _split_and_class(rel: str, own_split: bool) -> tuple[str, str]:
-    """(split or "", class) of an image whose folder is ``rel`` below the root: ``train/cat`` is
-    the class cat of the train split where the root has train/ and test/, ``cat`` the class cat."""
+    """(split or "", class) of an image whose folder is ``rel`` below the root.  The class is the
+    first folder (as torchvision's ImageFolder has it): ``cat/young`` is the class cat; where the
+    root has train/ and test/, ``train/cat`` is the class cat of the train split."""
     parts = rel.split("/") if rel else []
     if own_split:
-        return (parts[0] if parts else ""), "/".join(parts[1:])
-    return "", rel
+        return (parts[0] if parts else ""), (parts[1] if len(parts) > 1 else "")
+    return "", (parts[0] if parts else "")
 
 
 def folder_entry(text: str) -> DatasetEntry:
-    """The dataset of ``folder:PATH[:SIZE[:CHANNELS]]``, its spec inferred from the files."""
+    """The dataset of ``folder:PATH[:SIZE[:CHANNELS]]``, its spec inferred from the files.  Where
+    the folder has train/ and test/ (and optionally val/), those are the splits and nothing else in
+    it is read; otherwise its files are shuffled once with a fixed seed and split 80 / 10 / 10."""
     from PIL import Image
 
     path, size, channels = parse_folder(text)
     own_split = (path / "train").is_dir() and (path / "test").is_dir()
     files = [(p, *_split_and_class(rel, own_split)) for p, rel in _images(path)]
+    if own_split:
+        files = [f for f in files if f[1] in ("train", "val", "test")]
+        for split in ("train", "test"):
+            if not any(f[1] == split for f in files):
+                raise DatasetError(f"--dataset {text}: {path / split} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if len(files) < 10:
         raise DatasetError(f"--dataset {text}: {len(files)} images under {path} ({', '.join(IMAGE_SUFFIXES)}); "
                            "give a folder with at least 10")
@@ -283,29 +302,36 @@ def folder_entry(text: str) -> DatasetEntry:
         for p, _, _ in files[:50]:
             with Image.open(p) as img:
                 modes.add(img.mode)
-        size = size or max(8, min(MAX_FOLDER_SIDE, side) // 8 * 8)
+        size = size or max(MIN_FOLDER_SIDE, min(MAX_FOLDER_SIDE, side) // 8 * 8)
         channels = channels or (1 if modes <= {"L", "1", "I;16"} else 3)
     classes = sorted({c for _, _, c in files})
     label = {c: i for i, c in enumerate(classes)}
-    name = folder_name(path)
+    name = folder_name(path, size, channels, [p for p, _, _ in files])
     spec = DataSpec(name=name, kind="image", shape=(channels, size, size), levels=LEVELS,
                     num_classes=len(classes) if len(classes) > 1 else None)
 
+    def shuffled(chosen: list) -> list:
+        order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(0)).tolist()
+        return [chosen[i] for i in order]
+
     def build(limit: int | None = None) -> Dataset:
-        if own_split:  # the folder's own split; validation from the end of train
-            train = [f for f in files if f[1] == "train"]
-            test = [f for f in files if f[1] == "test"]
-            n_val = max(1, len(train) // 10)
-            parts = {"train": train[:-n_val], "val": train[-n_val:], "test": test}
-        else:  # a fixed shuffle of the sorted files
-            order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
-            shuffled = [files[i] for i in order]
+        if own_split:  # the folder's own split; validation its val/, else a tenth of train
+            train = shuffled([f for f in files if f[1] == "train"])
+            val = shuffled([f for f in files if f[1] == "val"])
+            if not val:
+                n_val = max(1, len(train) // 10)
+                train, val = train[:-n_val], train[-n_val:]
+            parts = {"train": train, "val": val, "test": shuffled([f for f in files if f[1] == "test"])}
+        else:
+            mixed = shuffled(files)
             a = int(len(files) * FOLDER_SPLIT[0])
             b = a + int(len(files) * FOLDER_SPLIT[1])
-            parts = {"train": shuffled[:a], "val": shuffled[a:b], "test": shuffled[b:]}
+            parts = {"train": mixed[:a], "val": mixed[a:b], "test": mixed[b:]}
         splits = {}
         for split, chosen in parts.items():
             chosen = chosen[:limit] if limit is not None else chosen
+            if not chosen:
+                raise DatasetError(f"--dataset {text}: its {split} split would be empty; add images to {path}")
             x = torch.stack([_read_image(p, size, channels) for p, _, _ in chosen])
             splits[split] = {"x": _bins(x), "y": torch.tensor([label[c] for _, _, c in chosen]).long()}
         return Dataset(spec=spec, splits=splits,
@@ -385,9 +411,11 @@ def use_folder(text: str, manager) -> str:
     entry = folder_entry(text)
     if entry.name not in manager.datasets:
         manager.datasets.add(entry, "folder")
+    channels, size, _ = entry.spec.shape
+    canonical = f"{FOLDER_PREFIX}{parse_folder(text)[0]}:{size}:{channels}"  # the same in any working folder
     known = env_folders()
-    if text not in known:
-        os.environ[FOLDERS_ENV] = "\n".join([*known, text])
+    if canonical not in known:
+        os.environ[FOLDERS_ENV] = "\n".join([*known, canonical])
     return entry.name
 
 

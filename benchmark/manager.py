@@ -32,7 +32,7 @@ from typing import Any
 import pluggy
 
 from genbench import hookspecs
-from genbench.errors import RegistrationError, UnknownNameError
+from genbench.errors import GenbenchError, RegistrationError, UnknownNameError
 from genbench.model import GenerativeModel
 
 ENTRY_POINT_GROUP = "genbench"
@@ -184,10 +184,16 @@ class PluginManager:
 
     def _add_env_folders(self) -> None:
         """The ``folder:PATH`` datasets a parent process was given (``GENBENCH_FOLDERS``)."""
-        from genbench.imagesets import env_folders, folder_entry
+        from genbench.imagesets import FOLDERS_ENV, env_folders, folder_entry
 
         for text in env_folders():
-            entry = folder_entry(text)
+            try:
+                entry = folder_entry(text)
+            except GenbenchError as exc:  # a folder since moved costs that dataset, not every command
+                import warnings
+
+                warnings.warn(f"{FOLDERS_ENV} names {text!r}, left out: {exc}", stacklevel=2)
+                continue
             if entry.name not in self.datasets:
                 self.datasets.add(entry, "folder")
 

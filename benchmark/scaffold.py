@@ -149,6 +149,20 @@ def check_plugin_name(name: str) -> None:
                             "give e.g. genbench new-plugin my-model")
 
 
+def check_module_free(name: str) -> None:
+    """A new plugin's module must not shadow an importable one (genbench, torch, a family)."""
+    import importlib.util
+
+    module = module_name(name)
+    try:
+        taken = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        taken = True
+    if taken:
+        raise GenbenchError(f"a module named {module!r} is already importable here; pick another plugin name "
+                            "(e.g. my-model)")
+
+
 def model_source(name: str) -> str:
     """The family module of the skeleton (and of the README's example, for ``my-model``)."""
     check_plugin_name(name)
@@ -158,6 +172,7 @@ def model_source(name: str) -> str:
 def new_plugin(name: str, parent: str | Path = ".") -> Path:
     """Write the skeleton of plugin ``name`` into ``parent/name`` and return that folder."""
     check_plugin_name(name)
+    check_module_free(name)
     root = Path(parent) / name
     if root.exists():
         raise GenbenchError(f"{str(root)!r} already exists; pick another name or --dir, or move it away")

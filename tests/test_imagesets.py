@@ -193,3 +193,39 @@ def check_every_family(manager, data, spec, checked):
                   if not r.ok]
         assert not failed, (name, failed)
         checked.append(name)
+
+
+def test_a_folder_with_its_own_split_reads_only_train_val_and_test_with_top_level_classes(tmp_path):
+    root = tmp_path / "own"
+    write_pngs(root / "train", 30, classes=("red", "blue"))
+    write_pngs(root / "test", 10, classes=("red", "blue"))
+    write_pngs(root / "val", 6, classes=("red", "blue"))
+    write_pngs(root / "train" / "red" / "nested", 4, classes=("red",), flat=True)  # class red, as ImageFolder
+    write_pngs(root, 3, classes=("green",), flat=True)  # outside the splits: not read
+    entry = folder_entry(f"folder:{root}")
+    assert entry.spec.num_classes == 2
+    data = entry.build()
+    assert [len(data.split(s)["x"]) for s in ("train", "val", "test")] == [34, 6, 10]
+    assert set(data.split("val")["y"].tolist()) == {0, 1}  # shuffled before any slice: both classes
+
+
+def test_a_folder_read_at_another_shape_or_with_other_files_is_another_dataset(tmp_path):
+    write_pngs(tmp_path / "f", 20)
+    default = folder_entry(f"folder:{tmp_path / 'f'}").name
+    assert folder_entry(f"folder:{tmp_path / 'f'}:16:1").name != default
+    write_pngs(tmp_path / "f", 21)  # one more image
+    assert folder_entry(f"folder:{tmp_path / 'f'}").name != default
+    for text, says in (("folder:", "is not a folder"), (f"folder:{tmp_path / 'f'}:4", "SIZE 4 is outside 8..256")):
+        with pytest.raises(DatasetError, match=says):
+            folder_entry(text)
+
+
+def test_inception_score_is_left_out_for_a_set_without_classes(tmp_path):
+    from genbench.metrics.fidelity import without_meaningless_is
+
+    write_pngs(tmp_path / "flat", 20, flat=True)
+    flat = folder_entry(f"folder:{tmp_path / 'flat'}").build()
+    assert without_meaningless_is(flat, {"fid": 1.0, "is": 1.0, "is_train": 1.0}) == {"fid": 1.0}
+    write_pngs(tmp_path / "tree", 20)
+    tree = folder_entry(f"folder:{tmp_path / 'tree'}").build()
+    assert without_meaningless_is(tree, {"fid": 1.0, "is": 2.0}) == {"fid": 1.0, "is": 2.0}

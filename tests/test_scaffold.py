@@ -96,7 +96,7 @@ def test_new_plugin_package_installs_registers_and_passes_check_and_its_own_test
 
 
 @pytest.mark.parametrize("name, says", [("My_Model", "lowercase letters and digits joined by hyphens"),
-                                        ("exists", "already exists")])
+                                        ("exists", "already exists"), ("torch", "'torch' is already importable")])
 def test_new_plugin_refuses_a_bad_name_or_an_existing_folder(name, says, tmp_path, capsys):
     (tmp_path / "exists").mkdir()
     assert main(["new-plugin", name, "--dir", str(tmp_path)]) == 2

@@ -135,7 +135,8 @@ def estimator_text(profile: Profile, dataset: Dataset | None = None, features: s
         counts = (f"ref={HEADLINE_SPLIT} n={c[HEADLINE_SPLIT]} (train n={c['train']} for *_train), "
                   f"n_gen={n_generated(dataset, profile)}")
     return (f"torch-fidelity on {features} features; {counts}, KID poly3 {profile.kid_subsets}x"
-            f"{profile.kid_subset_size}, IS splits={profile.is_splits}, PR k={profile.prc_neighborhood}")
+            f"{profile.kid_subset_size}, IS splits={profile.is_splits} (left out for a set without classes), "
+            f"PR k={profile.prc_neighborhood}")
 
 
 class SampleQuality(Metric):
@@ -160,10 +161,20 @@ class SampleQuality(Metric):
         test = reference_features(ctx.dataset, ext, HEADLINE_SPLIT, ctx.profile.n_reference)
         train = reference_features(ctx.dataset, ext, "train", ctx.profile.n_reference)
         gen = generated_features(ctx, ext, n_generated(ctx.dataset, ctx.profile))
-        out = heldout_and_train(gen, test, train, ctx.profile, seed=ctx.seed)
+        out = without_meaningless_is(ctx.dataset, heldout_and_train(gen, test, train, ctx.profile, seed=ctx.seed))
         out["extractor_accuracy"] = ext.heldout_accuracy
         ctx.memo["extractor"] = ext.fingerprint()
         return out
+
+
+def without_meaningless_is(dataset: Dataset, out: dict[str, float]) -> dict[str, float]:
+    """IS left out for a set without classes: its classifier tells quarter turns apart, and every
+    upright image (real or generated) is one "class", so IS would be about 1 for any model."""
+    from genbench.features import rotation_task
+
+    if rotation_task(dataset):
+        out = {k: v for k, v in out.items() if k not in (IS, f"{IS}_train")}
+    return out
 
 
 def real_heldout_metrics(dataset: Dataset, profile: Profile, device="cpu") -> dict[str, float]:
@@ -176,7 +187,7 @@ def real_heldout_metrics(dataset: Dataset, profile: Profile, device="cpu") -> di
     test = reference_features(dataset, ext, HEADLINE_SPLIT, profile.n_reference)
     train = reference_features(dataset, ext, "train", profile.n_reference)
     x = dataset.split(SAMPLES_SPLIT)["x"][: n_generated(dataset, profile)]
-    out = heldout_and_train(FeatureSet(*ext.features(x)), test, train, profile)
+    out = without_meaningless_is(dataset, heldout_and_train(FeatureSet(*ext.features(x)), test, train, profile))
     out["extractor_accuracy"] = ext.heldout_accuracy
     out["n_heldout"] = float(len(x))
     return out

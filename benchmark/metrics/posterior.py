@@ -290,8 +290,8 @@ class PosteriorGaps(Metric):
                 f"when its diagnostics fail)")
 
     def compute(self, ctx: EvalContext) -> dict[str, float]:
-        sigma, _ = chosen_obs_sigma(ctx)
         skipped = out_of_scope(ctx)  # AIS not run on this data under this profile: the gaps go on without it
+        sigma = None if skipped else chosen_obs_sigma(ctx)[0]  # choosing sigma runs AIS too
         ais = None if skipped else ais_on_test(ctx).log_px
         diagnosis = None if skipped else diagnose_ais(ctx)
         bounds = iwae_on_test(ctx)

@@ -27,12 +27,25 @@ def runs_by_default(model_cls, spec) -> bool:
     return not spec.extras or bool(model_cls.requires & set(spec.extras))
 
 
+def _has_list(value) -> bool:
+    return isinstance(value, list) or isinstance(value, tuple | dict) and any(
+        _has_list(v) for v in (value.values() if isinstance(value, dict) else value))
+
+
+def _tuples(value):
+    """``value`` with every list a tuple, at any depth."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
 def check_overrides(model_cls, overrides: dict, where: str) -> None:
     """Config overrides name fields of the family's config and are values of each field's annotated
     type, checked by pydantic in strict mode: ``scale: float = 1`` takes 0.5 and 1, ``lr: float``
     refuses "3e-4" (a string) and ``hidden: int`` refuses 2.5 and true; ``width: int | None = None``
     takes 8 or none but not "8".  A suite file has no tuples: a list stands for a tuple field."""
-    import typing
 
     from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
@@ -46,10 +59,14 @@ def check_overrides(model_cls, overrides: dict, where: str) -> None:
     defaults = model_cls.make_config({})
     for name, value in overrides.items():
         annotation = annotations[name]
-        if isinstance(value, list) and tuple in {typing.get_origin(annotation), annotation}:
-            value = tuple(value)
         try:
-            TypeAdapter(annotation).validate_python(value, strict=True)
+            adapter = TypeAdapter(annotation)
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError:
+                if not _has_list(value):
+                    raise
+                adapter.validate_python(_tuples(value), strict=True)  # TOML lists for tuple fields, at any depth
         except (PydanticSchemaGenerationError, TypeError, NameError):
             continue  # an annotation pydantic cannot check (a module, a forward reference): the family checks it
         except ValidationError as exc:
