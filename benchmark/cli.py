@@ -458,10 +458,6 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     from genbench.suite import check_suite_name
 
     suite = check_suite_name(suite_name or profile)
-    for name in sorted({t.dataset for t in trials}):  # a missing file is one line, before any trial
-        check = getattr(manager.datasets.get(name), "check", None)
-        if check is not None:
-            check()
     observe_tensorboard(args, manager, suite)
     console.print(f"[bold]genbench[/bold]: {len(trials)} trials, budget {budget} each, profile {profile}, "
                   f"results in {Path(args.runs_dir) / suite}")

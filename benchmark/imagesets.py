@@ -38,7 +38,15 @@ from pathlib import Path
 
 import torch
 
-from genbench.datasets import Dataset, DatasetEntry, _unzipped, allow_download, check_mnist, data_root
+from genbench.datasets import (
+    Dataset,
+    DatasetEntry,
+    _unzipped,
+    allow_download,
+    check_mnist,
+    data_root,
+    unless_download,
+)
 from genbench.errors import DatasetError
 from genbench.model import DataSpec
 
@@ -341,21 +349,16 @@ def folder_entry(text: str) -> DatasetEntry:
                         in_default_suite=False)
 
 
-def _checked(check):
-    """A check that passes while downloads are allowed (the loader then fetches the files)."""
-    return lambda: None if allow_download() else check()
-
-
 IMAGE_SETS = [
     DatasetEntry("fashion-mnist", "image", FASHION_SPEC, load_fashion_mnist,
                  "Fashion-MNIST via torchvision's files under $GENBENCH_DATA (50000/10000/10000)",
-                 in_default_suite=False, check=_checked(check_fashion_mnist)),
+                 in_default_suite=False, check=unless_download(check_fashion_mnist)),
     DatasetEntry("cifar10", "image", CIFAR10_SPEC, load_cifar10,
                  "CIFAR-10 from $GENBENCH_DATA/cifar-10-batches-py (45000/5000/10000)", in_default_suite=False,
-                 check=_checked(check_cifar10)),
+                 check=unless_download(check_cifar10)),
     DatasetEntry("svhn", "image", SVHN_SPEC, load_svhn,
                  "SVHN from $GENBENCH_DATA/svhn/*_32x32.mat (train less 5000/5000/26032)", in_default_suite=False,
-                 check=_checked(check_svhn)),
+                 check=unless_download(check_svhn)),
 ]
 
 def _passes(check) -> callable:

@@ -118,6 +118,10 @@ def plan_trials(manager: PluginManager, models: list[str] | None, datasets: list
                                     metrics or EVERY_METRIC))
     if not trials:
         raise GenbenchError(f"no model among {model_names} applies to datasets {ds_names}")
+    for name in sorted({t.dataset for t in trials}):  # a set's missing files are one line, before any trial
+        check = getattr(manager.datasets.get(name), "check", None)
+        if check is not None:
+            check()
     return trials
 
 
