@@ -222,13 +222,18 @@ class MultiScaleFlow(nn.Module):
         self.shape = shape
         self.pre, self.post, self.factored = nn.ModuleList(), nn.ModuleList(), []
         for _ in range(n_scales - 1):
-            self.pre.append(nn.ModuleList(ConvCoupling("checker", k % 2, c, (h, w), width, n_blocks) for k in range(3)))
+            self.pre.append(self._couplings("checker", 3, c, (h, w), width, n_blocks))
             c, h, w = 4 * c, h // 2, w // 2
-            self.post.append(nn.ModuleList(ConvCoupling("channel", k % 2, c, (h, w), width, n_blocks) for k in range(3)))
+            self.post.append(self._couplings("channel", 3, c, (h, w), width, n_blocks))
             c //= 2
             self.factored.append((c, h, w))  # the half that leaves the flow here
-        self.last = nn.ModuleList(ConvCoupling("checker", k % 2, c, (h, w), width, n_blocks) for k in range(4))
+        self.last = self._couplings("checker", 4, c, (h, w), width, n_blocks)
         self.last_shape = (c, h, w)
+
+    @staticmethod
+    def _couplings(kind: str, n: int, channels: int, size: tuple[int, int], width: int, n_blocks: int):
+        """``n`` couplings of one kind, alternating which half is passed through."""
+        return nn.ModuleList(ConvCoupling(kind, k % 2, channels, size, width, n_blocks) for k in range(n))
 
     @staticmethod
     def _run(layers, y, total):

@@ -12,10 +12,13 @@ from conftest import build
 from torch import nn
 
 from genbench.metrics import EvalContext
-from genbench.metrics.fidelity import FID, KID, PRECISION, RECALL, FeatureSet, fidelity_metrics
+from genbench.metrics.fidelity import FID, IS, KID, PRECISION, RECALL, FeatureSet, fid, fidelity_metrics
 from genbench.metrics.inception import (
+    PUBLISHED_FID,
+    PUBLISHED_IS,
     WEIGHTS_ENV,
     InceptionSampleQuality,
+    InceptionSettings,
     InceptionWeightsMissing,
     file_hash,
     inception_extractor,
@@ -225,7 +228,7 @@ def test_inception_metric_with_weights_from_the_environment(stand_in_weights, mo
                                   kid_subset_size=4, is_splits=2)
     ctx = EvalContext(build(vae, digits), digits, profile, seed=0, device="cpu")
     out = metric.compute(ctx)
-    assert set(out) == set(metric.columns)
+    assert set(out) == set(metric.columns) - {PUBLISHED_FID, PUBLISHED_IS}  # the standard profile's only
     assert all(math.isfinite(v) for v in out.values())
     assert ctx.memo["extractor"] == f"inception-v3-compat@{file_hash(stand_in_weights)[:12]}"
     assert "inception-v3-compat" in metric.estimator(profile) and "ref=test[:6]" in metric.estimator(profile)
@@ -239,3 +242,26 @@ def test_inception_metric_with_weights_from_the_environment(stand_in_weights, mo
 
 def ext_features(weights, x):
     return FeatureSet(*inception_extractor(weights).features(x))
+
+
+def test_the_standard_profile_adds_the_published_50k_protocol(stand_in_weights, monkeypatch, manager, digits,
+                                                               no_download):
+    """FID of published_n generated images against the training statistics and their IS; the
+    standard profile's count is 50,000, a test sets 12 to check the computation itself."""
+    monkeypatch.setenv(WEIGHTS_ENV, str(stand_in_weights))
+    metric = InceptionSampleQuality()
+    assert InceptionSampleQuality.settings("standard").published_n == 50_000
+    assert InceptionSampleQuality.settings("quick").published_n == 0
+    assert "FID of 50000 generated vs train" in metric.estimator(get_profile("standard"))
+    assert metric.allowance("standard") >= 3600
+    profile = dataclasses.replace(get_profile("test"), n_fid_samples=6, n_reference=8, kid_subsets=2,
+                                  kid_subset_size=4, is_splits=2)
+    vae = manager.models.get("vae")
+    ctx = EvalContext(build(vae, digits), digits, profile, seed=0, device="cpu",
+                      settings={metric.name: InceptionSettings(published_n=12)})
+    out = metric.compute(ctx)
+    train = ext_features(stand_in_weights, digits.split("train")["x"][:8])
+    many = ext_features(stand_in_weights, ctx.samples(12))
+    assert out[PUBLISHED_FID] == pytest.approx(fid(many, train))
+    assert out[PUBLISHED_IS] == pytest.approx(fidelity_metrics(many, train, profile)[IS])
+    assert out["fid_inception"] != out[PUBLISHED_FID]  # 6 samples against test, not 12 against train
