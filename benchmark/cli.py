@@ -377,6 +377,8 @@ def cmd_list(manager: PluginManager, console: Console, verbose: bool = False) ->
     console.print(_list_table("models", model_heads, models, verbose))
     datasets = [(d["name"], d["kind"], "x".join(map(str, d["shape"])), "yes" if d["in_default_suite"] else "no",
                  d["description"]) for d in facts["datasets"]]
+    if not verbose:
+        datasets = _fold_derived(datasets)
     console.print(_list_table("datasets", ("name", "kind", "shape", "in --all", "description"), datasets, verbose))
     metrics = [(m["name"], m["needs"], ", ".join(m["data_kinds"]), ", ".join(m["columns"])) for m in facts["metrics"]]
     console.print(_list_table("metrics", ("name", "needs", "data", "columns"), metrics, verbose))
@@ -385,6 +387,27 @@ def cmd_list(manager: PluginManager, console: Console, verbose: bool = False) ->
     if not verbose:
         console.print("[dim]genbench list -v: every dataset each model applies to, the plugins, whole cells; "
                       "--json: all of it as JSON[/dim]")
+
+
+def _fold_derived(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """One row for the task sets derived from a set outside --all (mnist-captions, mnist-domains, ...
+    become ``mnist-*``), so the first screen stays short; `genbench list -v` shows each."""
+    names = {row[0] for row in rows}
+    outside = {row[0] for row in rows if row[3] == "no"}
+    derived: dict[str, list[str]] = {}
+    for row in rows:
+        base, _, task = row[0].partition("-")
+        if task and base in names and base in outside and row[3] == "no":
+            derived.setdefault(base, []).append(task)
+    out = []
+    for row in rows:
+        base, _, task = row[0].partition("-")
+        if base in derived and task in derived[base]:
+            if task == derived[base][0]:
+                out.append((f"{base}-*", row[1], row[2], row[3], f"the task sets on {base}: {', '.join(derived[base])}"))
+            continue
+        out.append(row)
+    return out
 
 
 def _list_table(title: str, heads: tuple[str, ...], rows: list[tuple[str, ...]], verbose: bool):

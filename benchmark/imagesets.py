@@ -1,4 +1,4 @@
-"""Real image sets from a local root: Fashion-MNIST, CIFAR-10, SVHN and any folder of images.
+"""Real image sets from a local root: Fashion-MNIST, CIFAR-10, SVHN, CelebA and any folder of images.
 
 Every set is read from ``$GENBENCH_DATA`` (default ``~/.cache/genbench/data``) in torchvision's
 layout and never downloaded unless ``GENBENCH_DOWNLOAD=1`` (then through torchvision's own
@@ -11,13 +11,16 @@ set             resolution   files under ``$GENBENCH_DATA``    splits (train / v
 fashion-mnist   1 x 28 x 28  FashionMNIST/raw/*-idx*-ubyte    50,000 / 10,000 / 10,000
 cifar10         3 x 32 x 32  cifar-10-batches-py/             45,000 / 5,000 / 10,000
 svhn            3 x 32 x 32  svhn/{train,test}_32x32.mat      train less 5,000 / 5,000 / 26,032
+celeba          3 x 64 x 64  celeba/img_align_celeba/,        162,770 / 19,867 / 19,962 (official)
+celeba32        3 x 32 x 32  celeba/list_eval_partition.txt   the same, 140 px centre crop resized
 folder:PATH     inferred     any folder of images             its train/ and test/ subfolders, or
                                                               80% / 10% / 10% of its files
 ==============  ===========  ===============================  ==================================
 
 Images are stored as bin centres ``(k + 0.5) / 256`` in [0, 1] (256 levels), as MNIST is.  These
-sets are held in memory as tensors like the embedded ones; they are not in ``genbench run --all``
-unless named with ``--dataset``.
+sets are held in memory as tensors like the embedded ones (CelebA at 64x64 is 10 GB of them per
+process: run it with ``--workers 1``, or use ``celeba32``); they are not in ``genbench run --all``
+unless named with ``--dataset``.  CelebA's decoded images are cached under ``$GENBENCH_CACHE``.
 
 ``folder:PATH`` reads a torchvision ``ImageFolder`` tree (one subfolder per class: the class is
 the label) or a flat folder of images (PNG, JPEG, BMP, WebP; one class).  Its resolution and
@@ -29,6 +32,7 @@ same tensors.  Its dataset name is ``folder-<folder name>-<6 hex of the path>``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -216,6 +220,86 @@ def load_svhn(root=None, download: bool | None = None, limit: int | None = None)
                    description=f"SVHN from {folder}")
 
 
+# --- CelebA --------------------------------------------------------------------------------------
+
+CELEBA_CROP = 140  # centre crop of the 178x218 aligned faces before resizing (the WAE paper's CelebA protocol)
+CELEBA_SIDES = {"celeba": 64, "celeba32": 32}
+CELEBA_PARTITION = "list_eval_partition.txt"  # image name and 0 / 1 / 2 for train / val / test
+
+
+def _celeba_spec(name: str) -> DataSpec:
+    side = CELEBA_SIDES[name]
+    return DataSpec(name=name, kind="image", shape=(3, side, side), levels=LEVELS, num_classes=None)
+
+
+def check_celeba(root=None) -> None:
+    folder = _root(root) / "celeba"
+    missing = [f for f, ok in (("img_align_celeba/", (folder / "img_align_celeba").is_dir()),
+                               (CELEBA_PARTITION, (folder / CELEBA_PARTITION).is_file())) if not ok]
+    if missing:
+        raise _missing("CelebA", folder, ", ".join(missing))
+
+
+def read_celeba_partition(path: Path) -> dict[str, list[str]]:
+    """The official split: image names of train / val / test, in the file's order."""
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise DatasetError(f"{path}:{number} is not '<image> <0|1|2>'; replace the file with CelebA's "
+                               f"official {CELEBA_PARTITION}, {DOWNLOAD_HINT}")
+        splits[("train", "val", "test")[int(parts[1])]].append(parts[0])
+    return splits
+
+
+def _celeba_split(folder: Path, names: list[str], side: int) -> torch.Tensor:
+    """The images of one split as uint8, decoded once and then read from a verified cache file
+    (decoding 160,000 JPEGs takes minutes; the cache is keyed by the names, sizes and times)."""
+    from genbench.features import cache_dir, load_verified, save_verified
+
+    images = folder / "img_align_celeba"
+    stats = []
+    for n in names:
+        try:
+            st = (images / n).stat()
+        except FileNotFoundError:
+            raise DatasetError(f"CelebA image {images / n} not found: put the aligned images in {images}, "
+                               f"{DOWNLOAD_HINT}") from None
+        stats.append((n, st.st_size, st.st_mtime_ns))
+    producer = {"kind": "celeba-images", "side": side, "crop": CELEBA_CROP,
+                "files": hashlib.sha256(repr(stats).encode()).hexdigest()}
+    path = cache_dir() / "images" / f"celeba-{side}-{len(names)}-{producer['files'][:12]}.pt"
+    loaded = load_verified(path, producer, keys=("x",))
+    if loaded is not None:
+        return loaded[0]["x"]
+    x = torch.stack([_read_image(images / n, side, 3, crop=CELEBA_CROP) for n in names])
+    save_verified(path, {"x": x}, producer)
+    return x
+
+
+def load_celeba(name: str = "celeba", root=None, download: bool | None = None, limit: int | None = None) -> Dataset:
+    """CelebA's aligned faces from ``<root>/celeba/`` (torchvision's layout), centre-cropped to
+    140x140 and resized to 64x64 (``celeba``) or 32x32 (``celeba32``), with the official split.
+    No classes: the feature classifier learns quarter turns (see genbench.features)."""
+    root, download = _root(root), allow_download() if download is None else download
+    folder = root / "celeba"
+    if download:
+        from torchvision.datasets import CelebA
+
+        CelebA(str(root), split="all", target_type=[], download=True)
+    check_celeba(root)
+    side, splits = CELEBA_SIDES[name], {}
+    for split, names in read_celeba_partition(folder / CELEBA_PARTITION).items():
+        names = names[:limit] if limit is not None else names
+        if not names:
+            raise DatasetError(f"{folder / CELEBA_PARTITION} lists no {split} images; replace it with CelebA's "
+                               f"official file, {DOWNLOAD_HINT}")
+        splits[split] = {"x": _bins(_celeba_split(folder, names, side)), "y": torch.zeros(len(names), dtype=torch.long)}
+    return Dataset(spec=_celeba_spec(name), splits=splits, description=f"CelebA ({side}x{side}) from {folder}")
+
+
 # --- any folder of images ------------------------------------------------------------------------
 
 FOLDER_PREFIX = "folder:"
@@ -262,13 +346,15 @@ def _images(folder: Path) -> list[tuple[Path, str]]:
     return [(p, p.parent.relative_to(folder).as_posix() if p.parent != folder else "") for p in files]
 
 
-def _read_image(path: Path, side: int, channels: int) -> torch.Tensor:
+def _read_image(path: Path, side: int, channels: int, crop: int | None = None) -> torch.Tensor:
+    """One image as uint8 (channels, side, side): centre-cropped to a square (of side ``crop``, else
+    the smaller side), then resized with PIL's bicubic filter."""
     from PIL import Image
 
     with Image.open(path) as img:
         img = img.convert("L" if channels == 1 else "RGB")
         w, h = img.size
-        s = min(w, h)
+        s = min(w, h, crop) if crop else min(w, h)
         img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
         if s != side:
             img = img.resize((side, side), Image.Resampling.BICUBIC)
@@ -359,6 +445,10 @@ IMAGE_SETS = [
     DatasetEntry("svhn", "image", SVHN_SPEC, load_svhn,
                  "SVHN from $GENBENCH_DATA/svhn/*_32x32.mat (train less 5000/5000/26032)", in_default_suite=False,
                  check=unless_download(check_svhn)),
+    *(DatasetEntry(name, "image", _celeba_spec(name), functools.partial(load_celeba, name),
+                   f"CelebA faces at {side}x{side} from $GENBENCH_DATA/celeba "
+                   "(162770/19867/19962)", in_default_suite=False, check=unless_download(check_celeba))
+      for name, side in CELEBA_SIDES.items()),
 ]
 
 def _passes(check) -> callable:
@@ -377,6 +467,7 @@ WHERE = {
     "fashion-mnist": ("FashionMNIST/raw", "train-* and t10k-* idx files [.gz]", _passes(check_fashion_mnist)),
     "cifar10": ("cifar-10-batches-py", "data_batch_1..5, test_batch", _passes(check_cifar10)),
     "svhn": ("svhn", "train_32x32.mat, test_32x32.mat", _passes(check_svhn)),
+    **{name: ("celeba", f"img_align_celeba/, {CELEBA_PARTITION}", _passes(check_celeba)) for name in CELEBA_SIDES},
 }
 
 

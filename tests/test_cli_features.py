@@ -330,6 +330,8 @@ def test_list_is_short_one_line_per_model_dataset_and_metric(manager, capsys):
         registry = getattr(manager, kind)
         for name in registry:
             rows = [line for line in lines if line.split() and line.split()[0] == name]
+            if kind == "datasets" and name.startswith("mnist-"):  # MNIST's task sets share one row
+                rows = [line for line in lines if line.startswith("mnist-* ") and name.split("-")[1] in line]
             assert len(rows) == 1, (kind, name, rows)
     vae = next(line for line in lines if line.startswith("vae "))
     assert "digits, grid25, ring8" in vae and "mnist" not in vae  # the datasets --all runs it on

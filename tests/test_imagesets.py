@@ -1,5 +1,6 @@
 """Real image sets without downloads: each loader reads tiny files the tests write in its layout
-(idx files, CIFAR batches, SVHN .mat, an ImageFolder tree, a flat folder); a missing set is one
+(idx files, CIFAR batches, SVHN .mat, CelebA's JPEGs and partition file, an ImageFolder tree, a
+flat folder); a missing set is one
 line before any trial; a folder of RGB PNGs trains and scores; every image family honours the
 contract at 3 x 32 x 32."""
 
@@ -20,6 +21,7 @@ from genbench.features import domain_extractor
 from genbench.imagesets import (
     FOLDERS_ENV,
     folder_entry,
+    load_celeba,
     load_cifar10,
     load_fashion_mnist,
     load_svhn,
@@ -99,6 +101,47 @@ def test_svhn_reads_the_mat_files_with_label_ten_as_zero(tmp_path):
     data = load_svhn(tmp_path, download=False)
     assert data.spec.shape == (3, 32, 32) and len(data.split("val")["x"]) == 6
     assert data.split("test")["y"][:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def write_celeba(root, n_train=12, n_val=4, n_test=4):
+    """CelebA's layout: 178x218 aligned JPEGs and the official partition file.  Each face is a
+    flat colour with a white square at the centre, so the 140 px centre crop is checkable."""
+    from PIL import Image
+
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    lines = []
+    for k, part in enumerate([0] * n_train + [1] * n_val + [2] * n_test):
+        img = np.full((218, 178, 3), (20 * (k % 10), 100, 200), dtype=np.uint8)
+        img[109 - 35 : 109 + 35, 89 - 35 : 89 + 35] = 255  # the middle 70 px: half the 140 px crop
+        Image.fromarray(img).save(folder / "img_align_celeba" / f"{k + 1:06d}.jpg", quality=95)
+        lines.append(f"{k + 1:06d}.jpg {part}")
+    (folder / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_celeba_reads_the_aligned_jpegs_with_the_official_split_at_64_and_32(tmp_path, monkeypatch):
+    folder = write_celeba(tmp_path)
+    data = load_celeba("celeba", tmp_path, download=False)
+    assert data.spec.shape == (3, 64, 64) and data.spec.num_classes is None
+    assert [len(data.split(s)["x"]) for s in ("train", "val", "test")] == [12, 4, 4]
+    x = data.split("train")["x"]
+    assert 0 < x.min() and x.max() < 1  # bin centres
+    # the 140 px crop: the white square covers the middle half of the resized image
+    assert x[0, :, 24:40, 24:40].min() > 0.95 and x[0, 2, :8, :8].max() < 0.85
+    small = load_celeba("celeba32", tmp_path, download=False)
+    assert small.spec.shape == (3, 32, 32) and len(small.split("val")["x"]) == 4
+    # decoded once: a second load reads the cache, not the JPEGs
+    import genbench.imagesets as imagesets
+
+    monkeypatch.setattr(imagesets, "_read_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert torch.equal(load_celeba("celeba", tmp_path, download=False).split("train")["x"], x)
+    (folder / "img_align_celeba" / "000014.jpg").unlink()
+    with pytest.raises(DatasetError, match="000014.jpg not found: put the aligned images in"):
+        load_celeba("celeba", tmp_path, download=False)
+    (folder / "list_eval_partition.txt").write_text("000001.jpg train\n")
+    with pytest.raises(DatasetError, match="list_eval_partition.txt:1 is not"):
+        load_celeba("celeba", tmp_path, download=False)
 
 
 def write_pngs(folder, n: int, classes=("red", "green", "blue"), size=32, flat=False):
