@@ -404,7 +404,8 @@ def _fold_derived(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
         base, _, task = row[0].partition("-")
         if base in derived and task in derived[base]:
             if task == derived[base][0]:
-                out.append((f"{base}-*", row[1], row[2], row[3], f"the task sets on {base}: {', '.join(derived[base])}"))
+                tasks = ", ".join(derived[base])
+                out.append((f"{base}-*", row[1], row[2], row[3], f"the task sets on {base}: {tasks}"))
             continue
         out.append(row)
     return out

@@ -81,7 +81,7 @@ from genbench.features import Extractor, domain_extractor
 from genbench.metrics import EvalContext, Metric
 from genbench.model import Capability, DataSpec
 from genbench.profiles import Profile
-from genbench.toolkit import DOMAIN_KEY, domain_names, fid_between
+from genbench.toolkit import DOMAIN_KEY, domain_index_extractor, domain_names, fid_between
 
 DEFAULT_SEED = 0
 TRANSLATE_CHUNK = 500  # images translated per call: keeps temporaries small
@@ -219,19 +219,6 @@ DOMAIN_DATASETS = [
 
 
 # --- classifiers used by the metrics ------------------------------------------------------------
-
-
-def domain_index_view(dataset: Dataset) -> Dataset:
-    """The dataset relabelled by domain index (``"y"`` := ``"domain"``), for a domain classifier."""
-    names = domain_names(dataset.spec)
-    spec = dataclasses.replace(dataset.spec, name=f"{dataset.name}-domain-index", num_classes=len(names), extras={})
-    splits = {s: {"x": d["x"], "y": d[DOMAIN_KEY]} for s, d in dataset.splits.items()}
-    return Dataset(spec=spec, splits=splits, description=f"{dataset.name} labelled by domain")
-
-
-def domain_index_extractor(dataset: Dataset, device="cpu") -> Extractor:
-    """genbench's cached domain classifier trained to predict the domain index of ``dataset``."""
-    return domain_extractor(domain_index_view(dataset), device)
 
 
 def base_dataset(dataset: Dataset) -> Dataset:

@@ -9,13 +9,12 @@ from genbench.errors import GenbenchError
 from genbench.features import Extractor, accuracy, train_domain_classifier
 from genbench.metrics import EvalContext
 from genbench.profiles import get_profile
-from genbench.toolkit import gradient_penalty
+from genbench.toolkit import domain_index_view, gradient_penalty
 from genbench_plugins import domains as dom_mod
 from genbench_plugins.cyclegan import CycleGAN, lsgan_d_loss, lsgan_g_loss
 from genbench_plugins.domains import (
     DOMAINS,
     TranslationMetrics,
-    domain_index_view,
     load_digits_domains,
     load_digits_pair,
     load_mnist_pair,

@@ -18,7 +18,8 @@ autoencoders``            :func:`code_discriminator`, :class:`GaussianMixtureCod
                           canvas (:class:`DCGANGenerator`, :class:`DCGANDiscriminator`), N(0, std)
                           initialisation (:func:`init_normal`), :func:`check_divisible_size`
 ``genbench.toolkit.       a derived set's domains (:data:`DOMAIN_KEY`, :func:`domain_names`,
-translation``             :func:`domain_index`, :func:`batch_domains`) and :class:`RecentImages`, the
+translation``             :func:`domain_index`, :func:`batch_domains`), their classifier
+                          (:func:`domain_index_extractor`) and :class:`RecentImages`, the
                           buffer of training images a translation model's ``sample`` translates
 ``fid_between``           FID between two image batches on an extractor's features, for a
                           family's own metric (from :mod:`genbench.metrics.fidelity`)
@@ -51,15 +52,23 @@ from genbench.toolkit.gan import (
     hinge_generator_loss,
 )
 from genbench.toolkit.mmd import IMQ_SCALES, imq_kernels, imq_mmd2, mmd2_unbiased
-from genbench.toolkit.translation import DOMAIN_KEY, RecentImages, batch_domains, domain_index, domain_names
+from genbench.toolkit.translation import (
+    DOMAIN_KEY,
+    RecentImages,
+    batch_domains,
+    domain_index,
+    domain_index_extractor,
+    domain_index_view,
+    domain_names,
+)
 
 __all__ = [
     "DOMAIN_KEY", "IMQ_SCALES", "CanvasImages", "DCGANDiscriminator", "DCGANGenerator",
     "GaussianObservationDecoder", "RecentImages", "batch_domains", "bce_with_logits", "canvas_size",
-    "check_divisible_size", "check_image_spec", "crop_to", "dcgan_init", "domain_index", "domain_names", "doublings",
-    "fid_between",
+    "check_divisible_size", "check_image_spec", "crop_to", "dcgan_init", "domain_index",
+    "domain_index_extractor", "domain_index_view", "domain_names", "doublings", "fid_between",
     "gradient_penalty", "hinge_discriminator_loss", "hinge_generator_loss", "imq_kernels", "imq_mmd2",
-    "init_normal", "mmd2_unbiased", "pad_to", "start_resolution",
+    "init_normal", "mmd2_unbiased", "pad_to", "start_resolution"
 ]
 
 

@@ -1,9 +1,11 @@
 """Pieces of the image-to-image translation families (CycleGAN, StarGAN): the domains of a derived
-task set (their names in the ``DataSpec``, each image's index under the ``"domain"`` key), and the
-ring buffer of recent training images that ``sample`` translates."""
+task set (their names in the ``DataSpec``, each image's index under the ``"domain"`` key), the
+classifier of those domains (shared by the translation metrics and model selection), and the ring
+buffer of recent training images that ``sample`` translates."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +26,23 @@ def domain_names(spec: DataSpec) -> list[str]:
             f"DataSpec.extras has {{'domain': {{'names': [...]}}}}, such as digits-domains or digits-pair"
         )
     return list(extra["names"])
+
+
+def domain_index_view(dataset):
+    """The dataset relabelled by domain index (``"y"`` := ``"domain"``), for a domain classifier."""
+    from genbench.datasets import Dataset
+
+    names = domain_names(dataset.spec)
+    spec = dataclasses.replace(dataset.spec, name=f"{dataset.name}-domain-index", num_classes=len(names), extras={})
+    splits = {s: {"x": d["x"], "y": d[DOMAIN_KEY]} for s, d in dataset.splits.items()}
+    return Dataset(spec=spec, splits=splits, description=f"{dataset.name} labelled by domain")
+
+
+def domain_index_extractor(dataset, device="cpu"):
+    """genbench's cached domain classifier trained to predict the domain index of ``dataset``."""
+    from genbench.features import domain_extractor
+
+    return domain_extractor(domain_index_view(dataset), device)
 
 
 def domain_index(names: Sequence[str], domain: int | str) -> int:
