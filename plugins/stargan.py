@@ -62,8 +62,8 @@ tenth of a 1500-step run, the defaults never keep the digit, not even early (0.1
 G(x, c_source) included), so no model selection could find a state that does; the generator settles
 on one content map whatever the target ("keep": original <-> thick at 0.44-0.67 and about 0.9 for
 G(x, c_source), but at most 0.06 into or out of inverted; or "invert": original <-> inverted at
-0.77-0.92).  No down-sampling with 3 residual blocks gives 0.30 / 0.18 / 0.30 on digits-domains at
-15 s but 0.07 / 0.71 / 0.05 on digits-pair; an identity-like initialisation of G locks it into the
+0.77-0.92).  No down-sampling with 3 residual blocks gives 0.29-0.30 on two seeds of three and
+0.14-0.18 on the third on digits-domains at 15 s, but 0.07 / 0.71 / 0.05 on digits-pair; an identity-like initialisation of G locks it into the
 "keep" map (0.14).  So the defaults stay as scaled above.
 
 ``sample(n)`` draws ``n`` of the most recent training images kept by ``train_step`` (a bounded ring
