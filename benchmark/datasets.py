@@ -1,7 +1,8 @@
 """Datasets: embedded ones (digits, 2-D toy mixtures) and torchvision image sets from a local root.
 
 Every dataset is a :class:`Dataset`: three splits of tensors held on the device (small sets fit,
-and indexing a tensor is far cheaper than a DataLoader), a :class:`~genbench.model.DataSpec`, and
+and indexing a tensor is far cheaper than a DataLoader; a training split too large for that also
+streams, see :mod:`genbench.streaming`), a :class:`~genbench.model.DataSpec`, and
 for the toy mixtures the exact log-density and mode centres used by the mode metrics.
 """
 
@@ -30,6 +31,9 @@ class Dataset:
     mode_std: float | None = None
     description: str = ""
     info: dict = field(default_factory=dict)
+    # split -> all of its images, for a split too large to hold as tensors (genbench.streaming): the
+    # tensors in ``splits`` are then its first images, for the metrics, and training batches stream
+    streams: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -48,8 +52,14 @@ class Dataset:
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
         """Endless shuffled mini-batches (epoch by epoch, without replacement within an epoch).
-        ``generator`` lives on the CPU so the order is the same on every device."""
+        ``generator`` lives on the CPU so the order is the same on every device.  A streamed split
+        (``streams``) draws its batches from every image of the stream, in the same way."""
         data = self.split(split)
+        if split in self.streams:
+            from genbench.streaming import stream_batches
+
+            yield from stream_batches(self.streams[split], batch_size, generator, data["x"].device)
+            return
         n = len(data["x"])
         batch_size = min(batch_size, n)
         while True:

@@ -18,9 +18,10 @@ folder:PATH     inferred     any folder of images             its train/ and tes
 ==============  ===========  ===============================  ==================================
 
 Images are stored as bin centres ``(k + 0.5) / 256`` in [0, 1] (256 levels), as MNIST is.  These
-sets are held in memory as tensors like the embedded ones (CelebA at 64x64 is 10 GB of them per
-process: run it with ``--workers 1``, or use ``celeba32``); they are not in ``genbench run --all``
-unless named with ``--dataset``.  CelebA's decoded images are cached under ``$GENBENCH_CACHE``.
+sets are held in memory as tensors like the embedded ones; CelebA and image folders are decoded
+once into a uint8 file under ``$GENBENCH_CACHE``, and a training split of more than 50,000 images
+streams (genbench.streaming: all of it is trained on; the metrics read its first 50,000).  None of
+them is in ``genbench run --all`` unless named with ``--dataset``.
 
 ``folder:PATH`` reads a torchvision ``ImageFolder`` tree (one subfolder per class: the class is
 the label) or a flat folder of images (PNG, JPEG, BMP, WebP; one class).  Its resolution and
@@ -53,6 +54,7 @@ from genbench.datasets import (
 )
 from genbench.errors import DatasetError
 from genbench.model import DataSpec
+from genbench.streaming import split_of
 
 LEVELS = 256
 DOWNLOAD_HINT = "or allow a download with GENBENCH_DOWNLOAD=1"
@@ -254,29 +256,25 @@ def read_celeba_partition(path: Path) -> dict[str, list[str]]:
     return splits
 
 
-def _celeba_split(folder: Path, names: list[str], side: int) -> torch.Tensor:
-    """The images of one split as uint8, decoded once and then read from a verified cache file
-    (decoding 160,000 JPEGs takes minutes; the cache is keyed by the names, sizes and times)."""
-    from genbench.features import cache_dir, load_verified, save_verified
-
-    images = folder / "img_align_celeba"
+def file_stats(paths: list[Path], what: str, where: Path) -> str:
+    """sha256 of every file's name, size and modification time: what a decoded cache is keyed by."""
     stats = []
-    for n in names:
+    for path in paths:
         try:
-            st = (images / n).stat()
+            st = path.stat()
         except FileNotFoundError:
-            raise DatasetError(f"CelebA image {images / n} not found: put the aligned images in {images}, "
-                               f"{DOWNLOAD_HINT}") from None
-        stats.append((n, st.st_size, st.st_mtime_ns))
-    producer = {"kind": "celeba-images", "side": side, "crop": CELEBA_CROP,
-                "files": hashlib.sha256(repr(stats).encode()).hexdigest()}
-    path = cache_dir() / "images" / f"celeba-{side}-{len(names)}-{producer['files'][:12]}.pt"
-    loaded = load_verified(path, producer, keys=("x",))
-    if loaded is not None:
-        return loaded[0]["x"]
-    x = torch.stack([_read_image(images / n, side, 3, crop=CELEBA_CROP) for n in names])
-    save_verified(path, {"x": x}, producer)
-    return x
+            raise DatasetError(f"{what} image {path} not found: put the images in {where}, {DOWNLOAD_HINT}") from None
+        stats.append((path.name, st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(repr(stats).encode()).hexdigest()
+
+
+def decoded_split(stem: str, paths: list[Path], read, shape: tuple[int, int, int], producer: dict):
+    """Every image of ``paths`` decoded once into the cache (genbench.streaming.decoded_images)."""
+    from genbench.features import cache_dir
+    from genbench.streaming import decoded_images
+
+    path = cache_dir() / "images" / f"{stem}-{len(paths)}-{producer['files'][:12]}.npy"
+    return decoded_images(path, producer, paths, read, shape)
 
 
 def load_celeba(name: str = "celeba", root=None, download: bool | None = None, limit: int | None = None) -> Dataset:
@@ -290,14 +288,22 @@ def load_celeba(name: str = "celeba", root=None, download: bool | None = None, l
 
         CelebA(str(root), split="all", target_type=[], download=True)
     check_celeba(root)
-    side, splits = CELEBA_SIDES[name], {}
+    side, splits, streams = CELEBA_SIDES[name], {}, {}
     for split, names in read_celeba_partition(folder / CELEBA_PARTITION).items():
         names = names[:limit] if limit is not None else names
         if not names:
             raise DatasetError(f"{folder / CELEBA_PARTITION} lists no {split} images; replace it with CelebA's "
                                f"official file, {DOWNLOAD_HINT}")
-        splits[split] = {"x": _bins(_celeba_split(folder, names, side)), "y": torch.zeros(len(names), dtype=torch.long)}
-    return Dataset(spec=_celeba_spec(name), splits=splits, description=f"CelebA ({side}x{side}) from {folder}")
+        paths = [folder / "img_align_celeba" / n for n in names]
+        producer = {"kind": "celeba-images", "side": side, "crop": CELEBA_CROP,
+                    "files": file_stats(paths, "CelebA", folder / "img_align_celeba")}
+        images = decoded_split(f"celeba-{side}", paths, lambda path: _read_image(path, side, 3, crop=CELEBA_CROP),
+                               (3, side, side), producer)
+        splits[split], stream = split_of(images, torch.zeros(len(names), dtype=torch.long), LEVELS, split == "train")
+        if stream is not None:
+            streams[split] = stream
+    return Dataset(spec=_celeba_spec(name), splits=splits, streams=streams,
+                   description=f"CelebA ({side}x{side}) from {folder}")
 
 
 # --- any folder of images ------------------------------------------------------------------------
@@ -421,14 +427,21 @@ def folder_entry(text: str) -> DatasetEntry:
             a = int(len(files) * FOLDER_SPLIT[0])
             b = a + int(len(files) * FOLDER_SPLIT[1])
             parts = {"train": mixed[:a], "val": mixed[a:b], "test": mixed[b:]}
-        splits = {}
+        splits, streams = {}, {}
         for split, chosen in parts.items():
             chosen = chosen[:limit] if limit is not None else chosen
             if not chosen:
                 raise DatasetError(f"--dataset {text}: its {split} split would be empty; add images to {path}")
-            x = torch.stack([_read_image(p, size, channels) for p, _, _ in chosen])
-            splits[split] = {"x": _bins(x), "y": torch.tensor([label[c] for _, _, c in chosen]).long()}
-        return Dataset(spec=spec, splits=splits,
+            paths = [p for p, _, _ in chosen]
+            producer = {"kind": "folder-images", "folder": str(path), "size": size, "channels": channels,
+                        "files": file_stats(paths, "folder", path)}
+            images = decoded_split(f"{name}-{split}", paths, lambda p: _read_image(p, size, channels),
+                                   (channels, size, size), producer)
+            labels = torch.tensor([label[c] for _, _, c in chosen]).long()
+            splits[split], stream = split_of(images, labels, LEVELS, split == "train")
+            if stream is not None:
+                streams[split] = stream
+        return Dataset(spec=spec, splits=splits, streams=streams,
                        description=f"images from {path} ({len(files)} files, {channels}x{size}x{size})")
 
     return DatasetEntry(name, "image", spec, build, f"images from {path}, {channels}x{size}x{size}",

@@ -137,7 +137,7 @@ def test_celeba_reads_the_aligned_jpegs_with_the_official_split_at_64_and_32(tmp
     monkeypatch.setattr(imagesets, "_read_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     assert torch.equal(load_celeba("celeba", tmp_path, download=False).split("train")["x"], x)
     (folder / "img_align_celeba" / "000014.jpg").unlink()
-    with pytest.raises(DatasetError, match="000014.jpg not found: put the aligned images in"):
+    with pytest.raises(DatasetError, match="000014.jpg not found: put the images in"):
         load_celeba("celeba", tmp_path, download=False)
     (folder / "list_eval_partition.txt").write_text("000001.jpg train\n")
     with pytest.raises(DatasetError, match="list_eval_partition.txt:1 is not"):
