@@ -485,6 +485,13 @@ def cmd_run(args, manager: PluginManager, console: Console) -> int:
     observe_tensorboard(args, manager, suite)
     console.print(f"[bold]genbench[/bold]: {len(trials)} trials, budget {budget} each, profile {profile}, "
                   f"results in {Path(args.runs_dir) / suite}")
+    if profile == "standard" and args.device in ("auto", "cpu"):
+        from genbench.runner import resolve_device
+
+        if resolve_device(args.device).type == "cpu":
+            console.print("[dim]note: the standard profile is meant for a GPU (AIS in every dimension, q* fits of "
+                          "10,000 steps, 50,000 Inception samples): on a CPU its evaluation can take hours per "
+                          "trial[/dim]")
     records = run_suite(manager, trials, Path(args.runs_dir), suite, device=args.device, rerun=args.rerun,
                         console=console, options=options)
     from genbench.ranking import metric_directions

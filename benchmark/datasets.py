@@ -304,6 +304,7 @@ BUILTIN_DATASETS = [
                  "8 Gaussians on a ring (radius 1, std 0.01), exact density"),
     DatasetEntry("grid25", "points", DataSpec("grid25", "points", (2,), None, 25), load_grid25,
                  "25 Gaussians on a 5x5 grid (spacing 2, std 0.05), exact density"),
-    DatasetEntry("mnist", "image", MNIST_SPEC, load_mnist, "MNIST via torchvision from $GENBENCH_DATA",
+    DatasetEntry("mnist", "image", MNIST_SPEC, load_mnist,
+                 "MNIST from $GENBENCH_DATA (50000/10000/10000; test files only: 6000/2000/2000)",
                  in_default_suite=False, check=unless_download(check_mnist)),
 ]

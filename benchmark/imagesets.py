@@ -444,7 +444,8 @@ def folder_entry(text: str) -> DatasetEntry:
         return Dataset(spec=spec, splits=splits, streams=streams,
                        description=f"images from {path} ({len(files)} files, {channels}x{size}x{size})")
 
-    return DatasetEntry(name, "image", spec, build, f"images from {path}, {channels}x{size}x{size}",
+    return DatasetEntry(name, "image", spec, build, f"images from {path}, {channels}x{size}x{size} "
+                        f"({'its train/val/test' if own_split else '80/10/10% of its files'})",
                         in_default_suite=False)
 
 

@@ -44,10 +44,10 @@ source's content: the reconstruction loss is met just as well by a translation t
 realistic digit of another class and hides what it needs to undo it in faint detail (the
 steganography Chu, Zhmoginov and Sandler 2017 found in CycleGAN).  Which of the two a run learns is
 settled within the first fifth of its budget, pair of domains by pair of domains, and more budget
-does not change it: label preservation is 0.11 / 0.11 / 0.11 on digits-domains at 15 s (seeds 0-2 of
-the published quick suite; 0.14 / 0.16 / 0.12 at 60 s; chance 0.1; translations into ``rotated`` never
-keep the digit) and 0.65 / 0.05 /
-0.46 on digits-pair (0.66 / 0.04 / 0.46 at 60 s), with target accuracy 1.0 throughout.  The metric is
+does not change it: label preservation is 0.10 / 0.12 / 0.10 on digits-domains at 15 s (seeds 0-2 of
+the published quick suite; 0.13 / 0.14 / 0.13 at 60 s; chance 0.1; translations into ``rotated`` never
+keep the digit) and 0.59 / 0.05 / 0.46 on digits-pair (0.70 / 0.05 / 0.47 at 60 s), with target
+accuracy 1.0 throughout.  The metric is
 not the cause: genbench's digit classifier reads the real test images of every domain, mapped back
 by the domain's inverse, at 0.87 (thick) to 0.98.  None of the scaled levers made the digit reliable
 (1-5 seeds each, mostly on digits-pair): width 8 or 32, 0 or 4 residual blocks, outer kernels 5 or
@@ -63,8 +63,9 @@ G(x, c_source) included), so no model selection could find a state that does; th
 on one content map whatever the target ("keep": original <-> thick at 0.44-0.67 and about 0.9 for
 G(x, c_source), but at most 0.06 into or out of inverted; or "invert": original <-> inverted at
 0.77-0.92).  No down-sampling with 3 residual blocks gives 0.29-0.30 on two seeds of three and
-0.14-0.18 on the third on digits-domains at 15 s, but 0.07 / 0.71 / 0.05 on digits-pair; an identity-like initialisation of G locks it into the
-"keep" map (0.14).  So the defaults stay as scaled above.
+0.14-0.18 on the third on digits-domains at 15 s, but 0.07 / 0.71 / 0.05 on digits-pair; an
+identity-like initialisation of G locks it into the "keep" map (0.14).  So the defaults stay as
+scaled above.
 
 ``sample(n)`` draws ``n`` of the most recent training images kept by ``train_step`` (a bounded ring
 buffer saved in the state dict) and translates each into a different domain chosen uniformly with the

@@ -226,6 +226,40 @@ def test_every_image_family_honours_the_contract_at_3x32x32():
     assert {"dcgan", "vae", "realnvp", "progan", "infogan", "wae-mmd"} <= set(checked)
 
 
+def test_every_task_family_honours_the_contract_on_task_sets_derived_from_rgb_images():
+    """Domains, pairs, key patches and captions derived from a 3 x 32 x 32 set (the builders are
+    the ones behind digits-domains, digits-pair, digits-patches and digits-captions)."""
+    from genbench.manager import PluginManager
+    from genbench_plugins.domains import FOUR_DOMAINS, PAIR_DOMAINS, domain_spec, make_domain_dataset
+    from genbench_plugins.puzzle_gan.dataset import make_patch_dataset, patch_spec
+    from genbench_plugins.text2image.dataset import caption_spec, make_caption_dataset
+
+    spec = DataSpec("rgb32", "image", (3, 32, 32), levels=256, num_classes=10)
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return {"x": (torch.randint(0, 256, (n, 3, 32, 32), generator=g).float() + 0.5) / 256,
+                "y": torch.arange(n) % 10}
+
+    base = Dataset(spec=spec, splits={"train": split(128), "val": split(32), "test": split(32)})
+    derived = {"stargan": make_domain_dataset(base, domain_spec(spec, "rgb32-domains", FOUR_DOMAINS)),
+               "cyclegan": make_domain_dataset(base, domain_spec(spec, "rgb32-pair", PAIR_DOMAINS)),
+               "puzzle-gan": make_patch_dataset(base, patch_spec(spec, "rgb32-patches")),
+               "text2image-gan": make_caption_dataset(base, caption_spec(spec, "rgb32-captions"))}
+    manager = PluginManager()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, data in derived.items():
+            cls = manager.models.get(name)
+            assert cls.applies_to(data.spec)[0], name
+            failed = [f"{r.check}: {r.detail}" for r in ModelChecker(cls, data, 2, torch.device("cpu"), None).run()
+                      if not r.ok]
+            assert not failed, (name, failed)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check_every_family(manager, data, spec, checked):
     for name in manager.models:
         cls = manager.models.get(name)
