@@ -87,7 +87,8 @@ def decoded_images(path: Path, producer: dict, items: Sequence, read: Callable[[
 
 
 class MappedImages(torch.utils.data.Dataset):
-    """Images of a memory-mapped uint8 array and their labels; item ``i`` is (uint8 image, label)."""
+    """Images of a memory-mapped uint8 array and their labels; item ``idx`` (a tensor of indices)
+    is that batch, as bin centres."""
 
     def __init__(self, images: np.ndarray, labels: torch.Tensor, levels: int):
         self.images, self.labels, self.levels = images, labels, levels
@@ -95,13 +96,9 @@ class MappedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
-        return torch.from_numpy(np.array(self.images[i])), self.labels[i]
-
-    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A batch of the images at ``idx``, as bin centres."""
-        order = idx.numpy()
-        return {"x": _bins(torch.from_numpy(np.array(self.images[order])), self.levels), "y": self.labels[idx]}
+    def __getitem__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(np.array(self.images[idx.numpy()]))
+        return {"x": _bins(x, self.levels), "y": self.labels[idx]}
 
 
 def split_of(images: np.ndarray, labels: torch.Tensor, levels: int, stream: bool):
@@ -115,26 +112,17 @@ def split_of(images: np.ndarray, labels: torch.Tensor, levels: int, stream: bool
     return kept, None
 
 
-def _collate(items):
-    xs, ys = zip(*items)
-    return torch.stack(xs), torch.stack([torch.as_tensor(y) for y in ys])
-
-
 def stream_batches(stream: MappedImages, batch_size: int, generator: torch.Generator,
                    device: torch.device | str) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled mini-batches of every image of ``stream``: one permutation per epoch drawn
-    from ``generator`` (as :meth:`genbench.datasets.Dataset.batches` draws it), read by a DataLoader."""
+    from ``generator`` (as :meth:`genbench.datasets.Dataset.batches` draws it), read by a DataLoader
+    whose every item is one batch."""
     n = len(stream)
     batch_size = min(batch_size, n)
     workers = 0 if multiprocessing.current_process().daemon else LOADER_WORKERS
     while True:
         order = torch.randperm(n, generator=generator)
         chunks = [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
-        if workers == 0:
-            for idx in chunks:
-                yield {k: v.to(device) for k, v in stream.gather(idx).items()}
-            continue
-        loader = torch.utils.data.DataLoader(stream, batch_sampler=[c.tolist() for c in chunks],
-                                             num_workers=workers, collate_fn=_collate)
-        for x, y in loader:
-            yield {"x": _bins(x, stream.levels).to(device), "y": y.to(device)}
+        loader = torch.utils.data.DataLoader(stream, sampler=chunks, batch_size=None, num_workers=workers)
+        for batch in loader:
+            yield {k: v.to(device) for k, v in batch.items()}

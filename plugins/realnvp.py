@@ -177,6 +177,13 @@ class ConvCoupling(nn.Module):
         raw_s, t = self.out(F.relu(self.blocks(self.inp(given)))).chunk(2, dim=1)
         return self.scale * torch.tanh(raw_s), t
 
+    def _checker_s_t(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s and t of a checkerboard coupling from the passed-through pixels (and the mask as one
+        more channel), zero on those pixels so that they stay exactly as they are."""
+        m = self.mask
+        s, t = self._s_t(torch.cat([x * m, m.expand(len(x), 1, *m.shape[-2:])], dim=1))
+        return s * (1 - m), t * (1 - m)
+
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = x.chunk(2, dim=1)
         return (a, b) if self.parity == 0 else (b, a)
@@ -188,8 +195,7 @@ class ConvCoupling(nn.Module):
         """Data-to-latent direction: y and log|det dy/dx| (shape (n,))."""
         if self.kind == "checker":
             m = self.mask
-            s, t = self._s_t(torch.cat([x * m, m.expand(len(x), 1, *m.shape[-2:])], dim=1))
-            s, t = s * (1 - m), t * (1 - m)  # the passed-through pixels stay exactly as they are
+            s, t = self._checker_s_t(x)
             return x * m + (1 - m) * (x * torch.exp(s) + t), s.flatten(1).sum(-1)
         kept, changed = self._split(x)
         s, t = self._s_t(kept)
@@ -198,8 +204,7 @@ class ConvCoupling(nn.Module):
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         if self.kind == "checker":
             m = self.mask
-            s, t = self._s_t(torch.cat([y * m, m.expand(len(y), 1, *m.shape[-2:])], dim=1))
-            s, t = s * (1 - m), t * (1 - m)
+            s, t = self._checker_s_t(y)  # y * mask == x * mask
             return y * m + (1 - m) * ((y - t) * torch.exp(-s))
         kept, changed = self._split(y)
         s, t = self._s_t(kept)
