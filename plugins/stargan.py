@@ -21,7 +21,8 @@ paper's losses (its eqs. 1-7, with the WGAN-GP adversarial loss of its section 4
 
 The generator is the paper's (its appendix): an outer convolution, stride-2 4x4 convolutions that
 halve the image and double the channels, residual blocks, as many 4x4 transposed convolutions, an
-outer convolution and tanh, with instance normalisation, ReLU and zero padding.  Weights keep
+outer convolution and tanh, with instance normalisation (see ``norm`` below), ReLU and zero
+padding.  Weights keep
 PyTorch's default initialisation (the paper specifies none); ``init_std`` sets N(0, init_std).
 
 Each ``train_step`` is one discriminator update, and every ``n_critic``-th step also a generator
@@ -35,37 +36,49 @@ Scaled for 8x8 images under a seconds-long CPU budget:
   image); the discriminator has two stride-2 convolutions (no normalisation, LeakyReLU 0.01, as in
   the paper) instead of six, then the 3x3 patch head and a classifier head whose kernel spans the
   remaining feature map;
-* lr 1e-3 instead of 1e-4: the paper runs 200k iterations, a 15 s budget about a thousand and a half,
-  and at the paper's rate the generator's few hundred updates leave its translations outside the
-  target domain.
+* lr 1e-3 instead of 1e-4: the paper runs 200k iterations, a 15 s budget one to three thousand, and
+  at the paper's rate the generator's few hundred updates leave its translations outside the target
+  domain;
+* instance normalisation only inside the residual blocks (``norm="residual"``; ``"all"``, the
+  paper's, normalises after every convolution but the last, ``"skip-first"`` after all but the
+  first).  The target's one-hot channels are constant over the image, so the first convolution turns
+  them into a per-channel constant everywhere but at the zero-padded border, and an instance
+  normalisation right after it subtracts that constant: only the border band carries the target on
+  (28 of 64 pixels at 8x8 with a 3x3 kernel).  At initialisation, changing the target moves G's
+  output 0.62-0.70 times as much as changing the image does with the paper's placement, 0.84-0.99
+  times without the first normalisation and 0.93-1.11 times with normalisation only in the residual
+  blocks (5 seeds each).  What that costs a trained generator shows on digits-domains at the quick
+  15 s (seeds 0-2, target accuracy 1.0 for every setting): with the paper's placement the digit is
+  kept in 0.10 / 0.12 / 0.10 of translations (chance 0.1) at an FID of 55 / 66 / 76; without the
+  first normalisation in 0.12 / 0.30 / 0.27; with normalisation only in the residual blocks in
+  0.338 / 0.338 / 0.334 (into original 0.35-0.37, inverted 0.53-0.56, thick 0.32-0.35, rotated
+  0.09-0.12: translations into rotated do not keep the digit at this scale) at an FID of 43 / 38 / 37;
+  at 60 s 0.359 / 0.329 / 0.335.
 
-What the objective does not secure at this scale is the digit.  Nothing in it rewards keeping the
-source's content: the reconstruction loss is met just as well by a translation that draws a
-realistic digit of another class and hides what it needs to undo it in faint detail (the
-steganography Chu, Zhmoginov and Sandler 2017 found in CycleGAN).  Which of the two a run learns is
-settled within the first fifth of its budget, pair of domains by pair of domains, and more budget
-does not change it: label preservation is 0.10 / 0.12 / 0.10 on digits-domains at 15 s (seeds 0-2 of
-the published quick suite; 0.13 / 0.14 / 0.13 at 60 s; chance 0.1; translations into ``rotated`` never
-keep the digit) and 0.59 / 0.05 / 0.46 on digits-pair (0.70 / 0.05 / 0.47 at 60 s), with target
-accuracy 1.0 throughout.  The metric is
-not the cause: genbench's digit classifier reads the real test images of every domain, mapped back
-by the domain's inverse, at 0.87 (thick) to 0.98.  None of the scaled levers made the digit reliable
-(1-5 seeds each, mostly on digits-pair): width 8 or 32, 0 or 4 residual blocks, outer kernels 5 or
-7, n_critic 1, lambda_rec 1 to 100, lambda_cls 0.25, lr 1e-4, batch 32 or 64, N(0, 0.02) weights
-leave it a coin toss per seed, and the settings that give more realistic translations (larger outer
-kernels, a generator learning rate three times the discriminator's) keep the digit less often.  The
-one setting that keeps it on every seed (no down-sampling, no residual blocks and lambda_rec 3: a
-5x5 receptive field) does so by hardly changing the image: its "thick" translations are the thin
-input, which the domain classifier accepts, at an FID of 80-160 where the defaults reach 7-31; on
-digits-domains (there with lambda_rec 10) it keeps the digit no better (0.10-0.24).  Measured every
-tenth of a 1500-step run, the defaults never keep the digit, not even early (0.10-0.115 throughout,
-G(x, c_source) included), so no model selection could find a state that does; the generator settles
-on one content map whatever the target ("keep": original <-> thick at 0.44-0.67 and about 0.9 for
-G(x, c_source), but at most 0.06 into or out of inverted; or "invert": original <-> inverted at
-0.77-0.92).  No down-sampling with 3 residual blocks gives 0.29-0.30 on two seeds of three and
-0.14-0.18 on the third on digits-domains at 15 s, but 0.07 / 0.71 / 0.05 on digits-pair; an
-identity-like initialisation of G locks it into the "keep" map (0.14).  So the defaults stay as
-scaled above.
+What the objective does not secure at this scale is the digit between two domains.  Nothing in it
+rewards keeping the source's content: the reconstruction loss is met just as well by a translation
+that draws a realistic digit of another class and hides what it needs to undo it in faint detail (the
+steganography Chu, Zhmoginov and Sandler 2017 found in CycleGAN).  On digits-pair (original <->
+thick) the defaults keep the digit in 0.045 / 0.038 / 0.042 of translations at 15 s and 0.060 /
+0.051 / 0.036 at 60 s, below chance: thick -> original keeps it in 0.00-0.03, a consistent exchange
+of digits, at target accuracy 1.0.  The paper's placement keeps it in 0.59 / 0.05 / 0.46 there
+(0.70 / 0.05 / 0.47 at 60 s) and no first normalisation in 0.15 / 0.53 / 0.03: a coin toss per seed.
+With only two domains the generator can mostly tell the target from the image (it is the other
+domain), so a code it barely sees costs it little there, while with four it must be told; the
+defaults are chosen for the multi-domain translation StarGAN exists for, and digits-pair shows what
+they leave open.  The metric is not the cause: genbench's digit classifier reads the real test images of every domain,
+mapped back by the domain's inverse, at 0.87 (thick) to 0.98.  With the paper's placement none of
+the scaled levers made the digit reliable (1-5 seeds each, mostly on digits-pair): width 8 or 32, 0
+or 4 residual blocks, outer kernels 5 or 7, n_critic 1, lambda_rec 1 to 100, lambda_cls 0.25, lr
+1e-4, batch 32 or 64, N(0, 0.02) weights leave it a coin toss per seed, and the settings that give
+more realistic translations (larger outer kernels, a generator learning rate three times the
+discriminator's) keep the digit less often.  The one setting that kept it on every seed of
+digits-pair (no down-sampling, no residual blocks and lambda_rec 3: a 5x5 receptive field) did so by
+hardly changing the image: its "thick" translations are the thin input, which the domain classifier
+accepts.  Measured every tenth of a 1500-step run, the paper's placement never kept the digit on
+digits-domains, not even early (0.10-0.115 throughout, G(x, c_source) included): the generator
+settled on one content map whatever the target ("keep": original <-> thick at 0.44-0.67; or
+"invert": original <-> inverted at 0.77-0.92), the signature of a target it barely sees.
 
 ``sample(n)`` draws ``n`` of the most recent training images kept by ``train_step`` (a bounded ring
 buffer saved in the state dict) and translates each into a different domain chosen uniformly with the
@@ -103,6 +116,9 @@ class StarGANConfig:
     n_down: int = 1  # stride-2 down-sampling stages of G, each mirrored by an up-sampling one (paper: 2)
     n_res: int = 2  # residual blocks of G (paper: 6)
     outer_kernel: int = 3  # kernel of G's first and last convolutions (paper: 7)
+    # where G normalises: "all" (the paper: after every convolution but the last) or "residual"
+    # (only inside the residual blocks; the other convolutions then carry a bias)
+    norm: str = "residual"
     init_std: float | None = None  # N(0, init_std) convolution weights; None: PyTorch's default
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
@@ -138,24 +154,33 @@ class StarResidualBlock(nn.Module):
 class StarGenerator(nn.Module):
     """The paper's generator: an outer convolution, stride-2 4x4 down-sampling convolutions that
     double the channels, residual blocks, as many 4x4 transposed convolutions, and an outer
-    convolution with tanh; instance normalisation and ReLU between, zero padding throughout."""
+    convolution with tanh; ReLU between, zero padding throughout.  ``norm="all"`` puts instance
+    normalisation after every convolution but the last, as the paper does; ``norm="residual"`` keeps
+    it only inside the residual blocks."""
+
+    NORMS = ("all", "skip-first", "residual")
 
     def __init__(self, in_channels: int, out_channels: int, width: int, n_down: int, n_res: int,
-                 outer_kernel: int, init_std: float | None = None):
+                 outer_kernel: int, init_std: float | None = None, norm: str = "residual"):
         super().__init__()
+        if norm not in self.NORMS:
+            raise GenbenchError(f"stargan: norm must be one of {', '.join(self.NORMS)}, not {norm!r}")
+
+        def stage(conv: type[nn.Module], c_in: int, c_out: int, *args, normed: bool, **kwargs) -> list[nn.Module]:
+            layers = [conv(c_in, c_out, *args, bias=not normed, **kwargs)]
+            if normed:
+                layers.append(nn.InstanceNorm2d(c_out, affine=True))
+            return layers + [nn.ReLU()]
+
         w, pad = width, outer_kernel // 2
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, w, outer_kernel, padding=pad, bias=False),
-            nn.InstanceNorm2d(w, affine=True), nn.ReLU(),
-        ]
+        layers = stage(nn.Conv2d, in_channels, w, outer_kernel, padding=pad, normed=norm == "all")
+        normed = norm != "residual"
         for _ in range(n_down):
-            layers += [nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False),
-                       nn.InstanceNorm2d(2 * w, affine=True), nn.ReLU()]
+            layers += stage(nn.Conv2d, w, 2 * w, 4, stride=2, padding=1, normed=normed)
             w *= 2
         layers += [StarResidualBlock(w) for _ in range(n_res)]
         for _ in range(n_down):
-            layers += [nn.ConvTranspose2d(w, w // 2, 4, stride=2, padding=1, bias=False),
-                       nn.InstanceNorm2d(w // 2, affine=True), nn.ReLU()]
+            layers += stage(nn.ConvTranspose2d, w, w // 2, 4, stride=2, padding=1, normed=normed)
             w //= 2
         layers += [nn.Conv2d(w, out_channels, outer_kernel, padding=pad, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -220,7 +245,7 @@ class StarGAN(GenerativeModel):
         # with reflection padding their effect would be a per-channel constant that the first
         # instance normalisation removes; zero padding keeps the target visible at the borders.
         self.generator = StarGenerator(c + k, c, w, config.n_down, config.n_res, config.outer_kernel,
-                                      config.init_std)
+                                      config.init_std, config.norm)
         self.discriminator = StarDiscriminator(c, w, spec.shape[1:], k, config.init_std)
         self.recent = RecentImages(config.sample_buffer, spec.shape)
         self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))

@@ -1,11 +1,12 @@
-"""StarGAN's own generator: shapes, conditioning, the size check and a short reconstruction run."""
+"""StarGAN's own generator: shapes, conditioning, where it normalises, the size check and a short
+reconstruction run."""
 
 import pytest
 import torch
 from conftest import build
 
 from genbench.errors import GenbenchError
-from genbench_plugins.stargan import StarGAN, StarGenerator
+from genbench_plugins.stargan import StarGAN, StarGenerator, StarResidualBlock
 
 
 @pytest.mark.parametrize("n_down", [0, 1, 2])
@@ -46,3 +47,50 @@ def test_training_lowers_the_reconstruction_loss(four):
         losses = model.train_step({k: v[idx] for k, v in data.items()}, 0.0)
         history.append(losses["g_rec"])
     assert sum(history[-10:]) / 10 < 0.8 * sum(history[:10]) / 10
+
+
+def _norms(g):
+    """(convolutions followed by an instance norm, those that are not), outside the residual blocks."""
+    layers = list(g.net)
+    convs = [i for i, m in enumerate(layers) if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    normed = [i for i in convs if isinstance(layers[i + 1], torch.nn.InstanceNorm2d)]
+    return normed, [i for i in convs if i not in normed]
+
+
+def test_norm_places_instance_normalisation_where_it_says():
+    for norm, normed_stages in [("all", 3), ("skip-first", 2), ("residual", 0)]:
+        g = StarGenerator(5, 1, 8, 1, 2, 3, norm=norm)
+        normed, plain = _norms(g)
+        assert len(normed) == normed_stages
+        assert len(plain) == 4 - normed_stages  # the last convolution is never normalised
+        # a convolution carries a bias exactly where no normalisation follows it
+        assert all(g.net[i].bias is None for i in normed)
+        assert all(g.net[i].bias is not None for i in plain[:-1])
+        blocks = [m for m in g.modules() if isinstance(m, StarResidualBlock)]
+        assert len(blocks) == 2
+        assert all(sum(isinstance(m, torch.nn.InstanceNorm2d) for m in b.modules()) == 2 for b in blocks)
+    with pytest.raises(GenbenchError, match="norm must be one of"):
+        StarGenerator(5, 1, 8, 1, 2, 3, norm="batch")
+
+
+def test_an_instance_norm_after_the_first_convolution_weakens_the_target_code():
+    """The one-hot channels are constant over the image, so the first convolution turns them into a
+    per-channel constant away from the borders, which an instance norm right after it subtracts:
+    at initialisation the target moves G's output less, relative to the image, with it than without."""
+
+    def code(t):
+        return torch.nn.functional.one_hot(t, 4).float()[:, :, None, None].expand(-1, -1, 8, 8)
+
+    def target_over_image(norm, seed):
+        torch.manual_seed(seed)
+        g = StarGenerator(1 + 4, 1, 16, 1, 2, 3, norm=norm)
+        x, x2 = torch.rand(2, 64, 1, 8, 8) * 2 - 1
+        t = torch.randint(4, (64,))
+        with torch.no_grad():
+            base = g(torch.cat([x, code(t)], 1))
+            by_target = (g(torch.cat([x, code((t + 1) % 4)], 1)) - base).abs().mean()
+            by_image = (g(torch.cat([x2, code(t)], 1)) - base).abs().mean()
+        return float(by_target / by_image)
+
+    for seed in range(3):
+        assert target_over_image("residual", seed) > 1.2 * target_over_image("all", seed)
