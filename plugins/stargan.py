@@ -22,8 +22,8 @@ paper's losses (its eqs. 1-7, with the WGAN-GP adversarial loss of its section 4
 The generator is the paper's (its appendix): an outer convolution, stride-2 4x4 convolutions that
 halve the image and double the channels, residual blocks, as many 4x4 transposed convolutions, an
 outer convolution and tanh, with instance normalisation (see ``norm`` below), ReLU and zero
-padding.  Weights keep
-PyTorch's default initialisation (the paper specifies none); ``init_std`` sets N(0, init_std).
+padding.  Weights keep PyTorch's default initialisation (the paper specifies none); ``init_std``
+sets N(0, init_std).
 
 Each ``train_step`` is one discriminator update, and every ``n_critic``-th step also a generator
 update (the authors' training loop), so the budget counts discriminator iterations.
@@ -65,20 +65,19 @@ thick) the defaults keep the digit in 0.045 / 0.038 / 0.042 of translations at 1
 of digits, at target accuracy 1.0.  The paper's placement keeps it in 0.67 / 0.04 / 0.46 there
 (0.70 / 0.05 / 0.47 at 60 s) and no first normalisation in 0.15 / 0.53 / 0.03: a coin toss per seed.
 With normalisation only in the residual blocks the exchange held under every lever tried on
-digits-pair (3 seeds each, 15 s): lr 3e-4, lambda_rec 30, lambda_cls 0.1 and n_critic 1 give 0.04-0.07
-on every seed, width 32 gives 0.05 / 0.75 / 0.03; it is no mirror or rotation of the digit (on seed 0, flipping
-or rotating the translations before classifying them keeps at most 0.22).
-With only two domains the generator can mostly tell the target from the image (it is the other
-domain), so a code it barely sees costs it little there, while with four it must be told; the
-defaults are chosen for the multi-domain translation StarGAN exists for, and digits-pair shows what
-they leave open.  The metric is not the cause: genbench's digit classifier reads the real test
-images of every domain, mapped back by the domain's inverse, at 0.87 (thick) to 0.98.  With the
-paper's placement none of
-the scaled levers made the digit reliable (1-5 seeds each, mostly on digits-pair): width 8 or 32, 0
-or 4 residual blocks, outer kernels 5 or 7, n_critic 1, lambda_rec 1 to 100, lambda_cls 0.25, lr
-1e-4, batch 32 or 64, N(0, 0.02) weights leave it a coin toss per seed, and the settings that give
-more realistic translations (larger outer kernels, a generator learning rate three times the
-discriminator's) keep the digit less often.  The one setting that kept it on every seed of
+digits-pair (3 seeds each, 15 s): lr 3e-4, lambda_rec 30, lambda_cls 0.1 and n_critic 1 give
+0.04-0.07 on every seed, width 32 gives 0.05 / 0.75 / 0.03; it is no mirror or rotation of the digit
+(on seed 0, flipping or rotating the translations before classifying them keeps at most 0.22).  With
+only two domains the generator can mostly tell the target from the image (it is the other domain),
+so a code it barely sees costs it little there, while with four it must be told; the defaults are
+chosen for the multi-domain translation StarGAN exists for, and digits-pair shows what they leave
+open.  The metric is not the cause: genbench's digit classifier reads the real test images of every
+domain, mapped back by the domain's inverse, at 0.87 (thick) to 0.98.  With the paper's placement
+none of the scaled levers made the digit reliable (1-5 seeds each, mostly on digits-pair): width 8
+or 32, 0 or 4 residual blocks, outer kernels 5 or 7, n_critic 1, lambda_rec 1 to 100, lambda_cls
+0.25, lr 1e-4, batch 32 or 64, N(0, 0.02) weights leave it a coin toss per seed, and the settings
+that give more realistic translations (larger outer kernels, a generator learning rate three times
+the discriminator's) keep the digit less often.  The one setting that kept it on every seed of
 digits-pair (no down-sampling, no residual blocks and lambda_rec 3: a 5x5 receptive field) did so by
 hardly changing the image: its "thick" translations are the thin input, which the domain classifier
 accepts.  Measured every tenth of a 1500-step run, the paper's placement never kept the digit on
@@ -122,8 +121,9 @@ class StarGANConfig:
     n_down: int = 1  # stride-2 down-sampling stages of G, each mirrored by an up-sampling one (paper: 2)
     n_res: int = 2  # residual blocks of G (paper: 6)
     outer_kernel: int = 3  # kernel of G's first and last convolutions (paper: 7)
-    # where G normalises: "all" (the paper: after every convolution but the last) or "residual"
-    # (only inside the residual blocks; the other convolutions then carry a bias)
+    # where G normalises: "all" (the paper: after every convolution but the last), "skip-first" (all
+    # but the first) or "residual" (only inside the residual blocks); a convolution with no
+    # normalisation after it carries a bias
     norm: str = "residual"
     init_std: float | None = None  # N(0, init_std) convolution weights; None: PyTorch's default
     lambda_cls: float = 1.0
@@ -161,8 +161,8 @@ class StarGenerator(nn.Module):
     """The paper's generator: an outer convolution, stride-2 4x4 down-sampling convolutions that
     double the channels, residual blocks, as many 4x4 transposed convolutions, and an outer
     convolution with tanh; ReLU between, zero padding throughout.  ``norm="all"`` puts instance
-    normalisation after every convolution but the last, as the paper does; ``norm="residual"`` keeps
-    it only inside the residual blocks."""
+    normalisation after every convolution but the last, as the paper does; ``"skip-first"`` leaves
+    out the first one; ``"residual"`` keeps it only inside the residual blocks."""
 
     NORMS = ("all", "skip-first", "residual")
 
@@ -180,13 +180,13 @@ class StarGenerator(nn.Module):
 
         w, pad = width, outer_kernel // 2
         layers = stage(nn.Conv2d, in_channels, w, outer_kernel, padding=pad, normed=norm == "all")
-        normed = norm != "residual"
+        sampling_normed = norm != "residual"
         for _ in range(n_down):
-            layers += stage(nn.Conv2d, w, 2 * w, 4, stride=2, padding=1, normed=normed)
+            layers += stage(nn.Conv2d, w, 2 * w, 4, stride=2, padding=1, normed=sampling_normed)
             w *= 2
         layers += [StarResidualBlock(w) for _ in range(n_res)]
         for _ in range(n_down):
-            layers += stage(nn.ConvTranspose2d, w, w // 2, 4, stride=2, padding=1, normed=normed)
+            layers += stage(nn.ConvTranspose2d, w, w // 2, 4, stride=2, padding=1, normed=sampling_normed)
             w //= 2
         layers += [nn.Conv2d(w, out_channels, outer_kernel, padding=pad, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
